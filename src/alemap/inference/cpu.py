@@ -1,0 +1,349 @@
+"""Compiled CPU engine for the Monte Carlo null of ALE.
+
+One Monte Carlo iteration relocates every focus to a random in-mask voxel,
+rebuilds the ALE map and records three maxima: the largest ALE (voxel-level
+FWE), and the largest cluster size and cluster mass above the cluster-forming
+threshold (cluster-level FWE; Eickhoff et al. 2012, 2016).
+
+How an iteration is computed (``_iteration``):
+
+1. ``log1m`` (a dense, full-grid float64 work array, all zero) accumulates
+   ``log(1 - MA)`` of every experiment: ALE = ``-expm1(log1m)``. Kernels are
+   stored as cubes of ``log1p(-k)``. Where an experiment's kernel boxes are
+   disjoint they are added straight in; where two boxes of one experiment
+   overlap, the experiment is first combined by voxel-wise minimum of
+   ``log1p(-k)`` in a second work array (= maximum of MA, Turkeltaub 2012).
+2. One pass over the in-mask voxels finds the largest ALE, collects the voxels
+   above the threshold (``log1m < log_cut``) and resets the work array.
+3. The supra-threshold voxels are labelled by flood fill with 6-, 18- or
+   26-connectivity; cluster size is the voxel count and cluster mass the sum of
+   ``ALE - threshold``.
+
+Work arrays are per thread; the function releases the GIL so threads run
+batches in parallel. ``alemap.inference.reference`` holds a slow, plainly
+written version of the same iteration that tests compare against.
+"""
+
+from __future__ import annotations
+
+import numba
+import numpy as np
+
+__all__ = ["Workspace", "run_batch", "neighbour_offsets"]
+
+
+def neighbour_offsets(connectivity: int) -> np.ndarray:
+    """(n, 3) voxel offsets of the neighbours for 6-, 18- or 26-connectivity."""
+    rank = {6: 1, 18: 2, 26: 3}[connectivity]
+    offs = [
+        (a, b, c)
+        for a in (-1, 0, 1)
+        for b in (-1, 0, 1)
+        for c in (-1, 0, 1)
+        if 0 < abs(a) + abs(b) + abs(c) <= rank
+    ]
+    return np.asarray(offs, dtype=np.int64)
+
+
+class Workspace:
+    """Per-thread work arrays for :func:`run_batch`."""
+
+    def __init__(self, n_grid: int, n_blocks: int):
+        self.log1m = np.zeros(n_grid)
+        self.combine = np.zeros(n_grid)
+        self.label = np.zeros(n_grid, dtype=np.int32)
+        self.supra = np.empty(n_grid, dtype=np.int64)
+        self.stack = np.empty(n_grid, dtype=np.int64)
+        self.bound = np.zeros(n_blocks)
+        self.cand_list = np.empty(n_blocks, dtype=np.int64)
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _add_box(dst, log1m_k, s0, w, ci, cj, ck, nx, ny, nz):
+    r = w // 2
+    for a in range(max(0, ci - r), min(nx, ci + r + 1)):
+        for b in range(max(0, cj - r), min(ny, cj + r + 1)):
+            base = (a * ny + b) * nz
+            kbase = s0 + ((a - ci + r) * w + (b - cj + r)) * w - ck + r
+            for c in range(max(0, ck - r), min(nz, ck + r + 1)):
+                dst[base + c] += log1m_k[kbase + c]
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _min_box(dst, log1m_k, s0, w, ci, cj, ck, nx, ny, nz):
+    r = w // 2
+    for a in range(max(0, ci - r), min(nx, ci + r + 1)):
+        for b in range(max(0, cj - r), min(ny, cj + r + 1)):
+            base = (a * ny + b) * nz
+            kbase = s0 + ((a - ci + r) * w + (b - cj + r)) * w - ck + r
+            for c in range(max(0, ck - r), min(nz, ck + r + 1)):
+                k = log1m_k[kbase + c]
+                if k < dst[base + c]:
+                    dst[base + c] = k
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _flush_box(dst, src, w, ci, cj, ck, nx, ny, nz):
+    r = w // 2
+    for a in range(max(0, ci - r), min(nx, ci + r + 1)):
+        for b in range(max(0, cj - r), min(ny, cj + r + 1)):
+            base = (a * ny + b) * nz
+            for c in range(max(0, ck - r), min(nz, ck + r + 1)):
+                dst[base + c] += src[base + c]
+                src[base + c] = 0.0
+
+
+@numba.njit(cache=True, nogil=True)
+def _experiment_overlaps(ijk, a, b, w):
+    for f in range(a, b):
+        for g in range(f + 1, b):
+            if (
+                abs(ijk[f, 0] - ijk[g, 0]) < w
+                and abs(ijk[f, 1] - ijk[g, 1]) < w
+                and abs(ijk[f, 2] - ijk[g, 2]) < w
+            ):
+                return True
+    return False
+
+
+@numba.njit(cache=True, nogil=True)
+def _accumulate(ijk, exp_offsets, cube_of_exp, log1m_k, start, width, shape, log1m, combine):
+    nx, ny, nz = shape[0], shape[1], shape[2]
+    for e in range(exp_offsets.shape[0] - 1):
+        j = cube_of_exp[e]
+        w = width[j]
+        s0 = start[j]
+        a, b = exp_offsets[e], exp_offsets[e + 1]
+        if not _experiment_overlaps(ijk, a, b, w):
+            for f in range(a, b):
+                _add_box(log1m, log1m_k, s0, w, ijk[f, 0], ijk[f, 1], ijk[f, 2], nx, ny, nz)
+        else:
+            for f in range(a, b):
+                _min_box(combine, log1m_k, s0, w, ijk[f, 0], ijk[f, 1], ijk[f, 2], nx, ny, nz)
+            for f in range(a, b):
+                _flush_box(log1m, combine, w, ijk[f, 0], ijk[f, 1], ijk[f, 2], nx, ny, nz)
+
+
+@numba.njit(cache=True, nogil=True)
+def _clusters(supra, n_supra, values, label, stack, shape, nbr):
+    """Largest cluster size and mass among the supra-threshold voxels.
+
+    ``values[v]`` holds ALE - threshold for supra voxels (written by caller)."""
+    nx, ny, nz = shape[0], shape[1], shape[2]
+    best_size = 0
+    best_mass = 0.0
+    for t in range(n_supra):
+        seed = supra[t]
+        if label[seed] != -1:
+            continue
+        label[seed] = 1
+        top = 0
+        stack[top] = seed
+        top += 1
+        size = 0
+        mass = 0.0
+        while top > 0:
+            top -= 1
+            v = stack[top]
+            size += 1
+            mass += values[v]
+            i = v // (ny * nz)
+            rem = v - i * ny * nz
+            j = rem // nz
+            k = rem - j * nz
+            for q in range(nbr.shape[0]):
+                a = i + nbr[q, 0]
+                b = j + nbr[q, 1]
+                c = k + nbr[q, 2]
+                if a < 0 or b < 0 or c < 0 or a >= nx or b >= ny or c >= nz:
+                    continue
+                u = (a * ny + b) * nz + c
+                if label[u] == -1:
+                    label[u] = 1
+                    stack[top] = u
+                    top += 1
+        if size > best_size:
+            best_size = size
+        if mass > best_mass:
+            best_mass = mass
+    for t in range(n_supra):
+        label[supra[t]] = 0
+    return best_size, best_mass
+
+
+@numba.njit(cache=True, nogil=True)
+def _bound_pass(ijk, cube_of_focus, blog, bstart, bwidth, dlo, bshape, bound):
+    """Upper bound of log(1 - ALE) per 2x2x2 block (product over all foci)."""
+    BX, BY, BZ = bshape[0], bshape[1], bshape[2]
+    for f in range(ijk.shape[0]):
+        j = cube_of_focus[f]
+        i0, j0, k0 = ijk[f, 0], ijk[f, 1], ijk[f, 2]
+        par = ((i0 & 1) << 2) | ((j0 & 1) << 1) | (k0 & 1)
+        nb = bwidth[j]
+        lo = dlo[j]
+        s0 = bstart[8 * j + par]
+        I0, J0, K0 = (i0 >> 1) + lo, (j0 >> 1) + lo, (k0 >> 1) + lo
+        for A in range(max(0, I0), min(BX, I0 + nb)):
+            for B in range(max(0, J0), min(BY, J0 + nb)):
+                base = (A * BY + B) * BZ
+                kbase = s0 + ((A - I0) * nb + (B - J0)) * nb - K0
+                for C in range(max(0, K0), min(BZ, K0 + nb)):
+                    bound[base + C] += blog[kbase + C]
+
+
+@numba.njit(cache=True, nogil=True)
+def _exact_on_candidates(ijk, exp_offsets, cube_of_exp, log1m_k, start, width, shape, bshape,
+                         mask_grid, cand_list, n_cand, log1m, combine):
+    """Exact log(1 - ALE) at the in-mask voxels of the candidate blocks."""
+    nx, ny, nz = shape[0], shape[1], shape[2]
+    BY, BZ = bshape[1], bshape[2]
+    for e in range(exp_offsets.shape[0] - 1):
+        j = cube_of_exp[e]
+        w = width[j]
+        r = w // 2
+        s0 = start[j]
+        a0, a1 = exp_offsets[e], exp_offsets[e + 1]
+        overlap = _experiment_overlaps(ijk, a0, a1, w)
+        for phase in range(2 if overlap else 1):
+            for f in range(a0, a1):
+                ci, cj, ck = ijk[f, 0], ijk[f, 1], ijk[f, 2]
+                ilo, ihi = max(0, ci - r), min(nx - 1, ci + r)
+                jlo, jhi = max(0, cj - r), min(ny - 1, cj + r)
+                klo, khi = max(0, ck - r), min(nz - 1, ck + r)
+                # candidates are sorted by block number, so by block row A first
+                t0 = np.searchsorted(cand_list[:n_cand], (ilo >> 1) * BY * BZ)
+                t1 = np.searchsorted(cand_list[:n_cand], ((ihi >> 1) + 1) * BY * BZ)
+                for t in range(t0, t1):
+                    q = cand_list[t]
+                    A = q // (BY * BZ)
+                    if 2 * A + 1 < ilo or 2 * A > ihi:
+                        continue
+                    B = (q // BZ) % BY
+                    if 2 * B + 1 < jlo or 2 * B > jhi:
+                        continue
+                    C = q % BZ
+                    if 2 * C + 1 < klo or 2 * C > khi:
+                        continue
+                    for a in range(max(ilo, 2 * A), min(ihi, 2 * A + 1) + 1):
+                        for b in range(max(jlo, 2 * B), min(jhi, 2 * B + 1) + 1):
+                            for c in range(max(klo, 2 * C), min(khi, 2 * C + 1) + 1):
+                                v = (a * ny + b) * nz + c
+                                if not mask_grid[v]:
+                                    continue
+                                if phase == 1:
+                                    log1m[v] += combine[v]
+                                    combine[v] = 0.0
+                                    continue
+                                kv = log1m_k[s0 + ((a - ci + r) * w + (b - cj + r)) * w + c - ck + r]
+                                if not overlap:
+                                    log1m[v] += kv
+                                elif kv < combine[v]:
+                                    combine[v] = kv
+
+
+@numba.njit(cache=True, nogil=True)
+def _brute_force(ijk, exp_offsets, cube_of_exp, log1m_k, start, width, shape, mask_flat,
+                 log_cut, cut_ale, log1m, combine, supra, label):
+    """Whole-grid iteration: exact max and supra voxels; resets log1m."""
+    _accumulate(ijk, exp_offsets, cube_of_exp, log1m_k, start, width, shape, log1m, combine)
+    best = 0.0
+    n_supra = 0
+    for q in range(mask_flat.shape[0]):
+        v = mask_flat[q]
+        x = log1m[v]
+        if x < best:
+            best = x
+        if x < log_cut:
+            supra[n_supra] = v
+            n_supra += 1
+            label[v] = -1
+            combine[v] = -np.expm1(x) - cut_ale
+    log1m[:] = 0.0
+    return best, n_supra
+
+
+@numba.njit(cache=True, nogil=True)
+def _pruned(ijk, exp_offsets, cube_of_exp, cube_of_focus, log1m_k, start, width, shape,
+            blog, bstart, bwidth, dlo, bshape, block_in_mask, mask_grid, log_cut, cut_ale,
+            log1m, combine, supra, label, bound, cand_list):
+    """Iteration restricted to blocks whose bound can exceed the threshold.
+
+    Returns (min log1m, n_supra); n_supra = -1 asks for the brute-force path
+    (no voxel above threshold, so the maximum may lie outside the candidates)."""
+    ny, nz = shape[1], shape[2]
+    BY, BZ = bshape[1], bshape[2]
+    _bound_pass(ijk, cube_of_focus, blog, bstart, bwidth, dlo, bshape, bound)
+    n_cand = 0
+    for q in range(bound.shape[0]):
+        if bound[q] < log_cut and block_in_mask[q]:
+            cand_list[n_cand] = q
+            n_cand += 1
+    bound[:] = 0.0
+    _exact_on_candidates(ijk, exp_offsets, cube_of_exp, log1m_k, start, width, shape, bshape,
+                         mask_grid, cand_list, n_cand, log1m, combine)
+    best = 0.0
+    n_supra = 0
+    for t in range(n_cand):
+        q = cand_list[t]
+        A = q // (BY * BZ)
+        B = (q // BZ) % BY
+        C = q % BZ
+        for a in range(2 * A, min(shape[0], 2 * A + 2)):
+            for b in range(2 * B, min(ny, 2 * B + 2)):
+                for c in range(2 * C, min(nz, 2 * C + 2)):
+                    v = (a * ny + b) * nz + c
+                    x = log1m[v]
+                    if x < best:
+                        best = x
+                    if x < log_cut:
+                        supra[n_supra] = v
+                        n_supra += 1
+                        label[v] = -1
+                        combine[v] = -np.expm1(x) - cut_ale
+                    log1m[v] = 0.0
+    if n_supra == 0:
+        return best, -1
+    return best, n_supra
+
+
+@numba.njit(cache=True, nogil=True)
+def run_batch_kernel(draws, mask_ijk, mask_flat, mask_grid, exp_offsets, cube_of_exp, cube_of_focus,
+                     log1m_k, start, width, shape, blog, bstart, bwidth, dlo, bshape, block_in_mask,
+                     log_cut, cut_ale, nbr, prune, log1m, combine, label, supra, stack, bound,
+                     cand_list, out_ale, out_size, out_mass):
+    """Run ``draws.shape[0]`` iterations; ``draws[t]`` holds in-mask voxel
+    numbers for every focus (in experiment order)."""
+    n_foci = draws.shape[1]
+    ijk = np.empty((n_foci, 3), dtype=np.int64)
+    for t in range(draws.shape[0]):
+        for f in range(n_foci):
+            m = draws[t, f]
+            ijk[f, 0] = mask_ijk[m, 0]
+            ijk[f, 1] = mask_ijk[m, 1]
+            ijk[f, 2] = mask_ijk[m, 2]
+        n_supra = -1
+        if prune:
+            best, n_supra = _pruned(ijk, exp_offsets, cube_of_exp, cube_of_focus, log1m_k, start,
+                                    width, shape, blog, bstart, bwidth, dlo, bshape, block_in_mask,
+                                    mask_grid, log_cut, cut_ale, log1m, combine, supra, label,
+                                    bound, cand_list)
+        if n_supra < 0:
+            best, n_supra = _brute_force(ijk, exp_offsets, cube_of_exp, log1m_k, start, width, shape,
+                                         mask_flat, log_cut, cut_ale, log1m, combine, supra, label)
+        size, mass = _clusters(supra, n_supra, combine, label, stack, shape, nbr)
+        for q in range(n_supra):
+            combine[supra[q]] = 0.0
+        out_ale[t] = -np.expm1(best)
+        out_size[t] = size
+        out_mass[t] = mass
+
+
+def run_batch(draws, plan, ws: Workspace, out_ale, out_size, out_mass, prune: bool = True) -> None:
+    """Run one batch of iterations on the CPU (releases the GIL)."""
+    run_batch_kernel(
+        draws, plan.mask_ijk, plan.mask_flat, plan.mask_grid, plan.exp_offsets, plan.cube_of_exp,
+        plan.cube_of_focus, plan.log1m_k, plan.start, plan.width, plan.shape, plan.blog,
+        plan.bstart, plan.bwidth, plan.dlo, plan.bshape, plan.block_in_mask, plan.log_cut,
+        plan.cut_ale, plan.nbr, prune, ws.log1m, ws.combine, ws.label, ws.supra, ws.stack,
+        ws.bound, ws.cand_list, out_ale, out_size, out_mass,
+    )

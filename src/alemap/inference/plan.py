@@ -1,0 +1,107 @@
+"""The Monte Carlo plan: loop invariants compiled once, shared by backends.
+
+A :class:`MonteCarloPlan` holds everything an iteration needs that does not
+change between iterations: the kernels (as ``log1p(-k)`` cubes), the
+experiment layout, the mask, the cluster-forming threshold and the
+neighbourhood. Backends (CPU threads, GPU) take a plan and a block of random
+draws and return per-iteration maxima.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from alemap.inference.cpu import neighbour_offsets
+from alemap.kernels.gaussian import KernelCubes, block_bounds
+
+__all__ = ["MonteCarloPlan", "make_plan"]
+
+
+@dataclass(frozen=True)
+class MonteCarloPlan:
+    """Invariants of the Monte Carlo null (see module docstring)."""
+
+    mask_ijk: np.ndarray
+    mask_flat: np.ndarray
+    exp_offsets: np.ndarray
+    cube_of_exp: np.ndarray
+    log1m_k: np.ndarray
+    start: np.ndarray
+    width: np.ndarray
+    shape: np.ndarray
+    cut_ale: float
+    log_cut: float
+    nbr: np.ndarray
+    mask_grid: np.ndarray
+    cube_of_focus: np.ndarray
+    blog: np.ndarray
+    bstart: np.ndarray
+    bwidth: np.ndarray
+    dlo: np.ndarray
+    bshape: np.ndarray
+    block_in_mask: np.ndarray
+
+    @property
+    def n_foci(self) -> int:
+        """Foci relocated per iteration."""
+        return int(self.exp_offsets[-1])
+
+    @property
+    def n_mask(self) -> int:
+        """In-mask voxels foci are drawn from."""
+        return int(self.mask_flat.shape[0])
+
+    @property
+    def n_blocks(self) -> int:
+        """Blocks of 2x2x2 voxels covering the grid."""
+        return int(np.prod(self.bshape))
+
+    @property
+    def n_grid(self) -> int:
+        """Voxels of the full grid."""
+        return int(np.prod(self.shape))
+
+
+def make_plan(
+    mask: np.ndarray,
+    exp_offsets: np.ndarray,
+    cube_of_exp: np.ndarray,
+    cubes: KernelCubes,
+    cut_ale: float,
+    connectivity: int = 6,
+) -> MonteCarloPlan:
+    """Build the plan for a mask, experiments and a cluster-forming ALE threshold.
+
+    Voxels with ``ALE > cut_ale`` form clusters.
+    """
+    mask_flat = np.flatnonzero(mask.ravel()).astype(np.int64)
+    bb = block_bounds(cubes)
+    bshape = (np.asarray(mask.shape) + 1) // 2
+    padded = np.zeros(tuple(2 * bshape), dtype=bool)
+    padded[: mask.shape[0], : mask.shape[1], : mask.shape[2]] = mask
+    block_in_mask = padded.reshape(bshape[0], 2, bshape[1], 2, bshape[2], 2).any(axis=(1, 3, 5))
+    cube_of_exp = np.asarray(cube_of_exp, dtype=np.int64)
+    mask_ijk = np.column_stack(np.unravel_index(mask_flat, mask.shape)).astype(np.int64)
+    return MonteCarloPlan(
+        mask_ijk=np.ascontiguousarray(mask_ijk),
+        mask_flat=mask_flat,
+        exp_offsets=np.asarray(exp_offsets, dtype=np.int64),
+        cube_of_exp=cube_of_exp,
+        log1m_k=cubes.log1m,
+        start=cubes.start,
+        width=cubes.width,
+        shape=np.asarray(mask.shape, dtype=np.int64),
+        cut_ale=float(cut_ale),
+        log_cut=float(np.log1p(-cut_ale)),
+        nbr=neighbour_offsets(connectivity),
+        mask_grid=np.ascontiguousarray(mask.ravel().astype(np.uint8)),
+        cube_of_focus=np.repeat(cube_of_exp, np.diff(exp_offsets)).astype(np.int64),
+        blog=bb.log1m,
+        bstart=bb.start,
+        bwidth=bb.bwidth,
+        dlo=bb.dlo,
+        bshape=bshape.astype(np.int64),
+        block_in_mask=block_in_mask.ravel().astype(np.uint8),
+    )
