@@ -1,8 +1,8 @@
 """Conversions between one-tailed p-values and z scores.
 
-``z = Phi^-1(1 - p)`` computed as the inverse survival function so that tiny
-p-values keep full precision (NiMARE 0.17 clipped them and produced z = 0 at
-the strongest voxels; alemap does not).
+``z = Phi^-1(1 - p)`` computed from ``p`` directly (``-ndtri(p)``) so that
+tiny p-values keep full precision (NiMARE 0.17 clipped them and produced
+z = 0 at the strongest voxels; alemap does not).
 """
 
 from __future__ import annotations
@@ -18,9 +18,13 @@ P_FLOOR = 1e-300
 
 
 def p_to_z(p) -> np.ndarray:
-    """One-tailed z, ``Phi^-1(1 - p)``, finite for every p in [0, 1]."""
-    p = np.clip(np.asarray(p, dtype=np.float64), P_FLOOR, 1.0 - np.finfo(np.float64).epsneg)
-    return -special.ndtri(p)
+    """One-tailed z, ``Phi^-1(1 - p)``, floored at 0 and finite for every p in [0, 1].
+
+    ALE tests convergence in one direction only, so p > 0.5 carries no
+    evidence and maps to z = 0 (as NiMARE's one-tailed ``p_to_z``).
+    """
+    p = np.clip(np.asarray(p, dtype=np.float64), P_FLOOR, 1.0)
+    return np.maximum(-special.ndtri(p), 0.0)
 
 
 def z_to_p(z) -> np.ndarray:

@@ -1,0 +1,239 @@
+"""The ALE estimator: a thin object around the functional core.
+
+``ALE(...)`` only stores parameters; :meth:`ALE.fit` validates them, runs the
+pipeline (prepare foci -> MA maps -> ALE -> analytic null -> Monte Carlo null
+-> corrections) and returns an immutable :class:`~alemap.result.ALEResult`.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from alemap._progress import progress_bar
+from alemap._validation import Interval, Options, validate
+from alemap.corrections.cluster import CONNECTIVITIES, cluster_inference
+from alemap.corrections.voxel import fdr_threshold, fwe_p_from_null
+from alemap.data.experiment_set import ExperimentSet
+from alemap.exceptions import InputError
+from alemap.inference.checkpoint import NullCheckpoint
+from alemap.inference.montecarlo import run_null
+from alemap.inference.plan import make_plan
+from alemap.kernels.gaussian import kernel_cubes
+from alemap.reporting.cluster_table import cluster_table
+from alemap.reporting.provenance import build_provenance
+from alemap.result import ALEResult
+from alemap.space.grid import Grid, load_grid, load_mni152_2mm
+from alemap.space.placement import PLACEMENTS
+from alemap.space.prepare import OUTSIDE_MASK, prepare
+from alemap.space.transforms import TAL2MNI_VARIANTS
+from alemap.statistics.ale import ale_from_ma, ma_maps
+from alemap.statistics.null import analytic_null
+from alemap.statistics.pz import p_to_z
+
+__all__ = ["ALE"]
+
+_CONSTRAINTS = {
+    "iterations": Interval(int, 0, None),
+    "seed": Interval(int, 0, None),
+    "cluster_forming_p": Interval(float, 0, 1, "neither"),
+    "alpha": Interval(float, 0, 1, "neither"),
+    "connectivity": Options(CONNECTIVITIES),
+    "placement": Options(PLACEMENTS),
+    "tal2mni": Options(TAL2MNI_VARIANTS),
+    "outside_mask": Options(OUTSIDE_MASK),
+    "cluster_stat": Options(("size", "mass")),
+    "fdr_q": Interval(float, 0, 1, "neither"),
+    "jobs": Interval(int, 1, None),
+}
+
+
+class ALE:
+    """Activation likelihood estimation with Monte Carlo FWE correction.
+
+    Parameters
+    ----------
+    iterations : int, default 10000
+        Monte Carlo iterations for voxel- and cluster-level FWE (0: none).
+    seed : int, default 0
+        Root seed of every random draw (results are identical for any ``jobs``).
+    cluster_forming_p : float, default 0.001
+        Voxel-wise p that forms clusters (Eickhoff et al. 2016).
+    alpha : float, default 0.05
+        FWE level for voxel- and cluster-level inference.
+    connectivity : {6, 18, 26}, default 6
+        Cluster neighbourhood (6 = faces, as NiMARE; 18 as Eickhoff's MATLAB ALE).
+    placement : {"nearest", "nimare"}, default "nearest"
+        How foci snap to voxels (:mod:`alemap.space.placement`).
+    tal2mni : {"other", "spm", "fsl"}, default "other"
+        Lancaster (2007) variant for Talairach foci.
+    outside_mask : {"keep", "drop"}, default "keep"
+        In-grid foci outside the brain mask (:mod:`alemap.space.prepare`).
+    cluster_stat : {"size", "mass"}, default "size"
+        Which cluster statistic makes ``z_cfwe``; both p-values are reported.
+    fdr_q : float, default 0.05
+        FDR level for the ``z_fdr`` map (BH).
+    jobs : int, default 1
+        CPU threads for the Monte Carlo null.
+    mask : path or Grid, optional
+        Analysis mask; default the shipped MNI152 2 mm brain mask.
+    quiet : bool, default False
+        No progress bar.
+    """
+
+    def __init__(
+        self,
+        iterations: int = 10000,
+        seed: int = 0,
+        cluster_forming_p: float = 0.001,
+        alpha: float = 0.05,
+        connectivity: int = 6,
+        placement: str = "nearest",
+        tal2mni: str = "other",
+        outside_mask: str = "keep",
+        cluster_stat: str = "size",
+        fdr_q: float = 0.05,
+        jobs: int = 1,
+        mask: str | Path | Grid | None = None,
+        quiet: bool = False,
+    ):
+        self.iterations = iterations
+        self.seed = seed
+        self.cluster_forming_p = cluster_forming_p
+        self.alpha = alpha
+        self.connectivity = connectivity
+        self.placement = placement
+        self.tal2mni = tal2mni
+        self.outside_mask = outside_mask
+        self.cluster_stat = cluster_stat
+        self.fdr_q = fdr_q
+        self.jobs = jobs
+        self.mask = mask
+        self.quiet = quiet
+
+    def get_params(self) -> dict:
+        """The parameters as a dict (the mask as its name)."""
+        params = {k: getattr(self, k) for k in _CONSTRAINTS}
+        params["mask"] = self._grid().name
+        return params
+
+    def _grid(self) -> Grid:
+        if self.mask is None:
+            return load_mni152_2mm()
+        if isinstance(self.mask, Grid):
+            return self.mask
+        return load_grid(self.mask)
+
+    def fit(
+        self,
+        experiments: ExperimentSet | str | Path | Sequence[str | Path],
+        checkpoint: str | Path | None = None,
+    ) -> ALEResult:
+        """Run the analysis.
+
+        Parameters
+        ----------
+        experiments : ExperimentSet or path(s)
+            Experiments, or files readable by :func:`alemap.io.load_experiments`.
+        checkpoint : path, optional
+            File where the Monte Carlo null is checkpointed; a later fit with the
+            same inputs and parameters resumes from it.
+        """
+        validate("ALE", _CONSTRAINTS, {k: getattr(self, k) for k in _CONSTRAINTS})
+        t0 = time.perf_counter()
+        inputs: list[str] = []
+        if not isinstance(experiments, ExperimentSet):
+            from alemap.io import load_experiments
+
+            paths = [experiments] if isinstance(experiments, (str, Path)) else list(experiments)
+            inputs = [str(p) for p in paths]
+            experiments = load_experiments(paths)
+        _check_experiments(experiments)
+        # canonical order: results do not depend on the order experiments were listed in
+        experiments = experiments.select(np.argsort(np.array(experiments.names, dtype=object), kind="stable"))
+        grid = self._grid()
+        placed = prepare(experiments, grid, self.placement, self.tal2mni, self.outside_mask)
+        exps = placed.experiments
+        if exps.n_experiments == 0:
+            raise InputError("No experiment has a focus inside the template; check the coordinates' space.")
+        cubes = kernel_cubes(exps.n_subjects, float(grid.voxel_size[0]))
+        cube_of_exp = cubes.index(exps.n_subjects)
+        ma = ma_maps(placed.ijk, exps.offsets, cube_of_exp, cubes, grid.mask)
+        ale = ale_from_ma(ma)
+        null = analytic_null(ma)
+        p = null.p_values(ale)
+        z = p_to_z(p)
+        cut = null.threshold(self.cluster_forming_p)
+        plan = make_plan(grid.mask, exps.offsets, cube_of_exp, cubes, cut, self.connectivity)
+        maxima = self._monte_carlo(plan, placed, grid, checkpoint)
+        maps, clusters, thresholds = self._correct(grid, ale, p, z, cut, maxima)
+        provenance = build_provenance(
+            self.get_params(), grid, placed, inputs, time.perf_counter() - t0, thresholds,
+            n_experiments_input=experiments.n_experiments,
+        )
+        return ALEResult(
+            grid=grid, experiments=exps, ijk=placed.ijk, maps=maps, clusters=clusters,
+            null_maxima=maxima, analytic_null=null, thresholds=thresholds, provenance=provenance,
+        )
+
+    def _monte_carlo(self, plan, placed, grid, checkpoint):
+        ckpt = None
+        if checkpoint is not None:
+            key = NullCheckpoint.key_for(plan, self.iterations, self.seed, grid)
+            ckpt = NullCheckpoint(Path(checkpoint), key, self.iterations)
+        done, partial = (None, None) if ckpt is None else ckpt.load()
+        n_left = self.iterations - (0 if done is None else int(ckpt.iterations_done(done)))
+        with progress_bar(n_left, "Monte Carlo null", self.quiet) as advance:
+            maxima = run_null(
+                plan, self.iterations, self.seed, self.jobs, progress=advance,
+                done=done, partial=partial, on_batch=None if ckpt is None else ckpt.on_batch,
+            )
+        if ckpt is not None:
+            ckpt.save(maxima)  # complete; the caller removes it once outputs are written
+        return maxima
+
+    def _correct(self, grid, ale, p, z, cut, maxima):
+        thresholds = {"cluster_forming_ale": cut, "cluster_forming_p": self.cluster_forming_p}
+        fdr_p = fdr_threshold(p, self.fdr_q, "bh")
+        thresholds["fdr_p"] = fdr_p
+        maps = {"ale": ale, "p": p, "z": z, "z_fdr": np.where((p <= fdr_p) & (fdr_p > 0), z, 0.0)}
+        n = maxima.n_iterations
+        if n == 0:
+            return maps, cluster_table(None, np.zeros(0, dtype=np.int64), grid, ale, z), thresholds
+        p_vfwe = fwe_p_from_null(ale, maxima.ale)
+        maps["p_vfwe"] = p_vfwe
+        maps["z_vfwe"] = np.where(p_vfwe < self.alpha, z, 0.0)
+        thresholds["vfwe_ale"] = float(np.quantile(maxima.ale, 1 - self.alpha))
+        thresholds["cfwe_size"] = float(np.quantile(maxima.size, 1 - self.alpha))
+        thresholds["cfwe_mass"] = float(np.quantile(maxima.mass, 1 - self.alpha))
+        ci = cluster_inference(grid.to_volume(ale, dtype=np.float64), cut, maxima.size, maxima.mass, self.connectivity)
+        p_use = ci.p_size if self.cluster_stat == "size" else ci.p_mass
+        significant = np.flatnonzero(p_use < self.alpha) + 1
+        labels_in_mask = ci.labels.ravel()[grid.mask_flat]
+        sig = np.isin(labels_in_mask, significant)
+        maps["z_cfwe"] = np.where(sig, z, 0.0)
+        # renumber significant clusters 1..k in the order of the table
+        relabel = np.zeros(len(ci.size) + 1, dtype=np.int64)
+        relabel[significant] = np.arange(1, len(significant) + 1)
+        maps["clusters"] = relabel[labels_in_mask].astype(np.float64)
+        table = cluster_table(ci, significant, grid, ale, z)
+        return maps, table, thresholds
+
+
+def _check_experiments(experiments: ExperimentSet) -> None:
+    bad = np.flatnonzero(experiments.n_subjects <= 0)
+    if bad.size:
+        names = ", ".join(repr(experiments.names[i]) for i in bad[:5])
+        raise InputError(f"Sample sizes must be positive; experiment(s) {names} have {experiments.n_subjects[bad[0]]}.")
+    empty = np.flatnonzero(experiments.foci_counts == 0)
+    if empty.size:
+        names = ", ".join(repr(experiments.names[i]) for i in empty[:5])
+        raise InputError(f"Experiment(s) {names} have no foci; remove them or add their coordinates.")
+    if not np.all(np.isfinite(experiments.xyz)):
+        f = int(np.flatnonzero(~np.all(np.isfinite(experiments.xyz), axis=1))[0])
+        raise InputError(f"{experiments.origins[f]}: coordinate is not a finite number; fix or remove it.")
+    if len(set(experiments.names)) != experiments.n_experiments:
+        raise InputError("Experiment names must be unique; rename the duplicates.")
