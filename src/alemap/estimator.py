@@ -151,11 +151,8 @@ class ALE:
             paths = [experiments] if isinstance(experiments, (str, Path)) else list(experiments)
             inputs = [str(p) for p in paths]
             experiments = load_experiments(paths)
-        _check_experiments(experiments)
-        # canonical order: results do not depend on the order experiments were listed in
-        experiments = experiments.select(np.argsort(np.array(experiments.names, dtype=object), kind="stable"))
         grid = self._grid()
-        placed = prepare(experiments, grid, self.placement, self.tal2mni, self.outside_mask)
+        placed = self.place(experiments, grid)
         exps = placed.experiments
         if exps.n_experiments == 0:
             raise InputError("No experiment has a focus inside the template; check the coordinates' space.")
@@ -178,6 +175,16 @@ class ALE:
             grid=grid, experiments=exps, ijk=placed.ijk, maps=maps, clusters=clusters,
             null_maxima=maxima, analytic_null=null, thresholds=thresholds, provenance=provenance,
         )
+
+    def place(self, experiments: ExperimentSet, grid: Grid | None = None):
+        """Check, order canonically (by name) and place experiments on the grid.
+
+        The canonical order makes every result independent of the order in which
+        experiments were listed.
+        """
+        _check_experiments(experiments)
+        experiments = experiments.select(np.argsort(np.array(experiments.names, dtype=object), kind="stable"))
+        return prepare(experiments, grid or self._grid(), self.placement, self.tal2mni, self.outside_mask)
 
     def _monte_carlo(self, plan, placed, grid, checkpoint):
         ckpt = None

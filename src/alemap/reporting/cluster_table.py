@@ -50,3 +50,38 @@ def cluster_table(ci, significant: np.ndarray, grid: Grid, ale: np.ndarray, z: n
             }
         )
     return pd.DataFrame(rows, columns=COLUMNS)
+
+
+MAP_COLUMNS = ["cluster", "voxels", "volume_mm3", "peak_x", "peak_y", "peak_z", "peak_stat_z", "com_x", "com_y", "com_z"]
+
+
+def map_clusters(values: np.ndarray, grid: Grid, connectivity: int = 6, min_volume_mm3: float = 0.0):
+    """Clusters of the non-zero voxels of an in-mask map.
+
+    Returns ``(labels, table)``: in-mask cluster numbers (0 = none, clusters
+    smaller than ``min_volume_mm3`` removed, largest first) and a table with
+    one row per cluster (peak = largest value; centre of mass weighted by value).
+    """
+    from alemap.corrections.cluster import label_clusters
+
+    voxel_mm3 = float(abs(np.linalg.det(grid.affine[:3, :3])))
+    vol = grid.to_volume(values, dtype=np.float64)
+    labels_vol, n = label_clusters(vol > 0, connectivity)
+    labels = labels_vol.ravel()[grid.mask_flat]
+    sizes = np.bincount(labels, minlength=n + 1)[1:]
+    keep = np.flatnonzero(sizes * voxel_mm3 >= min_volume_mm3) + 1
+    keep = keep[np.argsort(-sizes[keep - 1], kind="stable")]
+    relabel = np.zeros(n + 1, dtype=np.int64)
+    relabel[keep] = np.arange(1, len(keep) + 1)
+    labels = relabel[labels]
+    ijk = grid.mask_ijk
+    rows = []
+    for new_id in range(1, len(keep) + 1):
+        members = np.flatnonzero(labels == new_id)
+        vals = values[members]
+        peak_mm = grid.ijk_to_mm(ijk[members[np.argmax(vals)]])[0]
+        com_mm = grid.ijk_to_mm((ijk[members] * vals[:, None]).sum(axis=0) / vals.sum())[0]
+        rows.append({"cluster": new_id, "voxels": int(members.size), "volume_mm3": members.size * voxel_mm3,
+                     "peak_x": peak_mm[0], "peak_y": peak_mm[1], "peak_z": peak_mm[2],
+                     "peak_stat_z": float(vals.max()), "com_x": com_mm[0], "com_y": com_mm[1], "com_z": com_mm[2]})
+    return labels, pd.DataFrame(rows, columns=MAP_COLUMNS)

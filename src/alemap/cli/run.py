@@ -1,0 +1,34 @@
+"""``alemap run PROJECT.yaml -o OUTDIR``: every analysis of a project file.
+
+Each analysis is written to ``OUTDIR/<name>/``; a rerun skips analyses that
+are complete and resumes the rest.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+__all__ = ["add_parser", "run"]
+
+
+def add_parser(sub) -> None:
+    """Register the subcommand."""
+    p = sub.add_parser("run", help="run every analysis of a project file", description=__doc__)
+    p.add_argument("project", type=Path, metavar="PROJECT.yaml")
+    p.add_argument("-o", "--output", required=True, type=Path, metavar="OUTDIR")
+    p.add_argument("--jobs", type=int, default=None, help="CPU threads (default: all cores)")
+    p.add_argument("--quiet", action="store_true", help="no progress output")
+    p.set_defaults(run=run)
+
+
+def run(args) -> int:
+    """Entry point of ``alemap run``."""
+    from alemap.designs import load_project
+    from alemap.designs.runner import run_project
+
+    project = load_project(args.project)
+    run_project(project, args.output, jobs=args.jobs or os.cpu_count() or 1, quiet=args.quiet)
+    if not args.quiet:
+        print(f"alemap: project results in {args.output}", file=__import__("sys").stderr)
+    return 0

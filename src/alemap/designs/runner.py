@@ -1,0 +1,248 @@
+"""Run every analysis of a project, each into its own folder, with resume.
+
+Order: main effects (ALE) first, then contrasts and conjunctions, which reuse
+the main effects' results. Everything that can be checked is checked before
+the first computation: groups resolve and are non-empty, contrasts compare
+disjoint groups on one mask, names are safe folder names.
+
+Resume: each analysis folder gets ``provenance.json`` last, holding a key (the
+SHA-256 of the analysis spec, its experiments and the keys of what it
+depends on). On a rerun, an analysis whose folder holds every expected file
+and the same key is skipped; any other is (re)computed, and an interrupted
+Monte Carlo null resumes from its checkpoint.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sys
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+
+from alemap._version import __version__
+from alemap.data.experiment_set import ExperimentSet
+from alemap.designs.conjunction import conjunction
+from alemap.designs.contrast import run_contrast
+from alemap.designs.groups import pool_by_study, select_group, studies_with_several_experiments
+from alemap.designs.project import Project, ProjectError
+from alemap.estimator import ALE
+from alemap.io import load_experiments
+from alemap.io.atomic import write_json, write_nifti, write_text
+from alemap.reporting.provenance import build_provenance, file_sha256, library_versions
+from alemap.result import MAP_FILES
+
+__all__ = ["run_project", "ProjectRun"]
+
+CHECKPOINT = ".alemap-null-checkpoint.npz"
+ALE_FILES = tuple(MAP_FILES[k] for k in ("ale", "p", "z", "z_vfwe", "z_cfwe")) + ("clusters.tsv", "null.npz")
+CONTRAST_FILES = ("diff.nii.gz", "z_AgtB.nii.gz", "z_BgtA.nii.gz", "z_contrast.nii.gz", "clusters.tsv")
+CONJUNCTION_FILES = ("z_conjunction.nii.gz", "clusters.tsv")
+
+
+@dataclass
+class _MainEffect:
+    """What contrasts and conjunctions need from a main effect."""
+
+    grid: object
+    experiments: ExperimentSet
+    ijk: np.ndarray
+    maps: dict
+
+
+@dataclass
+class ProjectRun:
+    """Outcome of :func:`run_project`: per-analysis status and notes."""
+
+    outdir: Path
+    status: dict = field(default_factory=dict)
+    notes: dict = field(default_factory=dict)
+    clusters: dict = field(default_factory=dict)
+
+
+def _say(quiet: bool, text: str) -> None:
+    if not quiet:
+        print(text, file=sys.stderr, flush=True)
+
+
+def _load_inputs(project: Project) -> ExperimentSet:
+    sets = [load_experiments(spec["path"], space=spec.get("space"), sheet=spec.get("sheet")) for spec in project.inputs]
+    experiments = ExperimentSet.concat(sets) if len(sets) > 1 else sets[0]
+    if project.pooling == "merge":
+        experiments = pool_by_study(experiments)
+    return experiments
+
+
+def _resolve_groups(project: Project, experiments: ExperimentSet) -> dict:
+    groups = {}
+    for name, spec in project.groups.items():
+        idx = select_group(experiments, spec)
+        if idx.size == 0:
+            raise ProjectError(f"{project.path}: groups.{name}: selects no experiment; check its tags "
+                               f"(tags present: {_tag_summary(experiments)}).")
+        groups[name] = idx
+    return groups
+
+
+def _tag_summary(experiments: ExperimentSet) -> str:
+    seen: dict[str, set] = {}
+    for t in experiments.tags:
+        for k, v in t.items():
+            seen.setdefault(k, set()).add(str(v))
+    parts = [f"{k}: {', '.join(sorted(v)[:6])}{' ...' if len(v) > 6 else ''}" for k, v in sorted(seen.items())]
+    return "; ".join(parts) or "none"
+
+
+def _preflight(project: Project, experiments: ExperimentSet, groups: dict) -> dict:
+    notes: dict[str, list] = {}
+    for name, a in project.analyses.items():
+        notes[name] = []
+        if a["type"] == "ale":
+            idx = groups[a["group"]]
+            if idx.size < project.min_experiments:
+                msg = (f"only {idx.size} experiments (fewer than {project.min_experiments}, the minimum Eickhoff "
+                       "et al. 2016 recommend for adequate power; results may be driven by single experiments)")
+                notes[name].append(msg)
+                warnings.warn(f"analysis {name!r}: {msg}", stacklevel=2)
+            if project.pooling == "warn":
+                several = studies_with_several_experiments(experiments.select(idx))
+                if several:
+                    msg = (f"{len(several)} studies contribute several experiments ({', '.join(list(several)[:3])}"
+                           f"{' ...' if len(several) > 3 else ''}); if they share subjects they inflate convergence. "
+                           "Set 'pooling: merge' to pool them (Turkeltaub et al. 2012).")
+                    notes[name].append(msg)
+                    warnings.warn(f"analysis {name!r}: {msg}", stacklevel=2)
+        elif a["type"] == "contrast":
+            ga, gb = (groups[project.analyses[r]["group"]] for r in a["refs"])
+            both = np.intersect1d(ga, gb)
+            if both.size:
+                names = ", ".join(repr(experiments.names[i]) for i in both[:3])
+                raise ProjectError(f"{project.path}:{a['line']}: analyses.{name}: {both.size} experiment(s) are in both "
+                                   f"groups ({names}{' ...' if both.size > 3 else ''}); a contrast needs disjoint groups.")
+    return notes
+
+
+def _key(*parts) -> str:
+    h = hashlib.sha256()
+    for p in parts:
+        h.update(json.dumps(p, sort_keys=True, default=str).encode())
+    return h.hexdigest()
+
+
+def _complete(folder: Path, files, key: str) -> bool:
+    prov = folder / "provenance.json"
+    if not prov.is_file() or not all((folder / f).is_file() for f in files):
+        return False
+    try:
+        return json.loads(prov.read_text()).get("analysis_key") == key
+    except (OSError, ValueError):
+        return False
+
+
+def _estimator(params: dict, project: Project, jobs: int, quiet: bool) -> ALE:
+    kw = {k: v for k, v in params.items() if k != "mask"}
+    mask = params.get("mask")
+    if mask is not None:
+        mask = str((project.base / mask).resolve())
+    return ALE(jobs=jobs, quiet=quiet, mask=mask, **kw)
+
+
+def _run_ale(name, a, project, experiments, groups, folder, jobs, quiet, key, inputs):
+    est = _estimator(a["params"], project, jobs, quiet)
+    subset = experiments.select(groups[a["group"]])
+    if _complete(folder, ALE_FILES, key):
+        placed = est.place(subset)
+        z = np.asarray(nib.load(folder / "z_cfwe.nii.gz").dataobj, dtype=np.float64)
+        grid = est._grid()
+        return "skipped (complete)", _MainEffect(grid, placed.experiments, placed.ijk, {"z_cfwe": z.ravel()[grid.mask_flat]})
+    result = est.fit(subset, checkpoint=folder / CHECKPOINT)
+    result.provenance.update(analysis=name, analysis_key=key, group=a["group"], inputs=inputs)
+    result.save(folder)
+    (folder / CHECKPOINT).unlink(missing_ok=True)
+    return f"{len(result.clusters)} significant cluster(s)", result
+
+
+def _write_maps(folder, grid, maps, names):
+    for key in names:
+        write_nifti(folder / f"{key}.nii.gz", grid.to_image(maps[key]))
+
+
+def run_project(project: Project, outdir: str | Path, jobs: int = 1, quiet: bool = False) -> ProjectRun:
+    """Run a validated project; see the module docstring."""
+    outdir = Path(outdir)
+    experiments = _load_inputs(project)
+    groups = _resolve_groups(project, experiments)
+    notes = _preflight(project, experiments, groups)
+    inputs = [{"path": s["path"], "sha256": file_sha256(s["path"])} for s in project.inputs]
+    order = [n for n, a in project.analyses.items() if a["type"] == "ale"]
+    order += [n for n, a in project.analyses.items() if a["type"] != "ale"]
+    run = ProjectRun(outdir=outdir, notes=notes)
+    results, keys = {}, {}
+    for i, name in enumerate(order, 1):
+        a = project.analyses[name]
+        folder = outdir / name
+        folder.mkdir(parents=True, exist_ok=True)
+        spec = {k: v for k, v in a.items() if k != "line"}
+        if a["type"] == "ale":
+            exps = experiments.select(groups[a["group"]])
+            keys[name] = _key(__version__, spec, inputs, list(exps.names), exps.xyz.tolist(), exps.n_subjects.tolist())
+        else:
+            keys[name] = _key(__version__, spec, [keys[r] for r in a["refs"]])
+        _say(quiet, f"[{i}/{len(order)}] {name} ({a['type']})")
+        if a["type"] == "ale":
+            status, results[name] = _run_ale(name, a, project, experiments, groups, folder, jobs, quiet, keys[name], inputs)
+        elif a["type"] == "contrast":
+            status = _run_contrast(name, a, project, results, folder, keys[name], notes[name], quiet)
+        else:
+            status = _run_conjunction(name, a, results, folder, keys[name])
+        run.status[name] = status
+        _say(quiet, f"      {name}: {status}")
+        for note in notes[name]:
+            _say(quiet, f"      note: {note}")
+    write_json(outdir / "project.json", {
+        "project": project.name, "file": str(project.path), "alemap": __version__,
+        "analyses": {n: {"type": project.analyses[n]["type"], "status": run.status[n], "notes": notes[n]} for n in order},
+    })
+    return run
+
+
+def _run_contrast(name, a, project, results, folder, key, notes, quiet):
+    if _complete(folder, CONTRAST_FILES, key):
+        return "skipped (complete)"
+    ra, rb = (results[r] for r in a["refs"])
+    params = dict(a["params"])
+    params.setdefault("seed", project.defaults.get("seed", 0))
+    res = run_contrast(ra, rb, connectivity=project.analyses[a["refs"][0]]["params"].get("connectivity", 6), **params)
+    notes.extend(res.notes)
+    grid = ra.grid
+    keys = [k for k in ("diff", "p_AgtB", "p_BgtA", "p_subtraction", "z_subtraction", "z_AgtB", "z_BgtA", "z_contrast")
+            if k in res.maps]
+    _write_maps(folder, grid, res.maps, keys)
+    write_text(folder / "clusters.tsv", res.clusters.to_csv(sep="\t", index=False, float_format="%.6g"))
+    write_json(folder / "provenance.json", {
+        "analysis": name, "analysis_key": key, "type": "contrast", "A": a["refs"][0], "B": a["refs"][1],
+        "parameters": res.params, "notes": res.notes, "versions": library_versions(),
+    })
+    n_ab = int((res.clusters["direction"] == "A>B").sum()) if len(res.clusters) else 0
+    return f"{n_ab} cluster(s) {a['refs'][0]} > {a['refs'][1]}, {len(res.clusters) - n_ab} the other way"
+
+
+def _run_conjunction(name, a, results, folder, key):
+    if _complete(folder, CONJUNCTION_FILES, key):
+        return "skipped (complete)"
+    params = a["params"]
+    which = params.get("map", "z_cfwe")
+    grid = results[a["refs"][0]].grid
+    z, table = conjunction([results[r].maps[which] for r in a["refs"]], grid,
+                           min_volume_mm3=float(params.get("min_volume_mm3", 0.0)))
+    _write_maps(folder, grid, {"z_conjunction": z}, ["z_conjunction"])
+    write_text(folder / "clusters.tsv", table.to_csv(sep="\t", index=False, float_format="%.6g"))
+    write_json(folder / "provenance.json", {
+        "analysis": name, "analysis_key": key, "type": "conjunction", "inputs": a["refs"], "map": which,
+        "method": "minimum statistic (Nichols et al. 2005)", "versions": library_versions(),
+    })
+    return f"{len(table)} cluster(s)"
