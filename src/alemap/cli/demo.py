@@ -1,30 +1,64 @@
-"""``alemap demo -o OUTDIR``: the embedded finger-movement data set (Eickhoff et al. 2009).
+"""``alemap demo -o OUTDIR``: the embedded demonstration data.
 
-73 experiments of finger movement vs rest; the expected result is the motor
-network (M1, SMA, premotor cortex, cerebellum, basal ganglia and thalamus).
+Default: the motor-learning project (``motor_learning.yaml``): the design of
+Hardwick et al. (2013) - global ALE, serial-reaction-time/sequence learning,
+sensorimotor adaptation, both contrasts, their conjunction - plus a
+cerebellum-specific analysis (C-SALE), on studies selected from Neurosynth v7.
+
+``--dataset finger``: one ALE of the 73 finger-movement experiments of
+Eickhoff et al. (2009), which finds the motor network.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import os
 from importlib import resources
 
 from alemap.cli.ale import add_ale_options, run_analysis
 
-__all__ = ["add_parser", "run", "demo_path"]
+__all__ = ["add_parser", "run", "demo_path", "project_path"]
 
 
 def demo_path() -> str:
-    """Path of the embedded demo file."""
+    """Path of the embedded finger-movement Sleuth file."""
     return str(resources.files("alemap.resources.demo").joinpath("EickhoffHBM09.txt"))
+
+
+def project_path() -> str:
+    """Path of the embedded motor-learning project file."""
+    return str(resources.files("alemap.resources.demo").joinpath("motor_learning.yaml"))
 
 
 def add_parser(sub) -> None:
     """Register the subcommand."""
-    p = sub.add_parser("demo", help="run ALE on the embedded finger-movement data", description=__doc__)
+    p = sub.add_parser("demo", help="run the embedded demonstration", description=__doc__)
+    p.add_argument("--dataset", choices=("motor-learning", "finger"), default="motor-learning")
     add_ale_options(p)
-    p.set_defaults(run=run)
+    p.set_defaults(run=run, iterations=None)
+
+
+def _with_overrides(project, iterations, seed):
+    analyses = {}
+    for name, a in project.analyses.items():
+        a = dict(a)
+        if a["type"] in ("ale", "csale"):
+            a["params"] = dict(a["params"], seed=seed, **({"iterations": iterations} if iterations else {}))
+        elif a["type"] == "contrast":
+            a["params"] = dict(a["params"], seed=seed)
+        analyses[name] = a
+    return dataclasses.replace(project, analyses=analyses, defaults=dict(project.defaults, seed=seed))
 
 
 def run(args) -> int:
     """Entry point of ``alemap demo``."""
-    return run_analysis([demo_path()], args)
+    if args.dataset == "finger":
+        if args.iterations is None:
+            args.iterations = 10000
+        return run_analysis([demo_path()], args)
+    from alemap.designs import load_project
+    from alemap.designs.runner import run_project
+
+    project = _with_overrides(load_project(project_path()), args.iterations, args.seed)
+    run_project(project, args.output, jobs=args.jobs or os.cpu_count() or 1, quiet=args.quiet)
+    return 0

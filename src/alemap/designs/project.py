@@ -34,13 +34,15 @@ from alemap.exceptions import InputError
 
 __all__ = ["Project", "ProjectError", "load_project", "ANALYSIS_TYPES", "ALE_PARAMETERS"]
 
-ANALYSIS_TYPES = ("ale", "contrast", "conjunction")
+ANALYSIS_TYPES = ("ale", "contrast", "conjunction", "csale")
 ALE_PARAMETERS = (
     "iterations", "seed", "cluster_forming_p", "alpha", "connectivity", "placement", "tal2mni",
     "outside_mask", "cluster_stat", "fdr_q", "mask",
 )
 CONTRAST_PARAMETERS = ("method", "permutations", "p", "min_volume_mm3", "seed", "subsamples", "target_n")
 CONJUNCTION_PARAMETERS = ("map", "min_volume_mm3")
+CSALE_PARAMETERS = ("iterations", "seed", "p", "k", "dilate_mm", "region", "base_rate", "placement", "tal2mni",
+                    "outside_mask")
 TOP_KEYS = ("name", "description", "inputs", "defaults", "pooling", "min_experiments", "groups", "analyses", "review")
 GROUP_KEYS = ("tags", "studies", "experiments", "exclude_studies", "exclude_experiments")
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
@@ -190,13 +192,14 @@ def _analysis(ch: _Checker, name: str, spec: dict, groups: dict, defaults: dict)
     kind = spec.get("type", "ale")
     if kind not in ANALYSIS_TYPES:
         raise ch.fail(f"unknown analysis type {kind!r}; expected one of {ANALYSIS_TYPES}", "analyses", name, "type")
-    if kind == "ale":
-        ch.known_keys(spec, ("type", "group", *ALE_PARAMETERS), "analyses", name)
+    if kind in ("ale", "csale"):
+        allowed = ALE_PARAMETERS if kind == "ale" else CSALE_PARAMETERS
+        ch.known_keys(spec, ("type", "group", *allowed), "analyses", name)
         group = spec.get("group", "all" if "all" in groups else None)
         if group not in groups:
             raise ch.fail(f"unknown group {group!r}; defined groups: {', '.join(groups)}", "analyses", name, "group")
-        params = {k: v for k, v in {**defaults, **spec}.items() if k in ALE_PARAMETERS}
-        return {"type": "ale", "group": group, "params": params}
+        params = {k: v for k, v in {**defaults, **spec}.items() if k in allowed}
+        return {"type": kind, "group": group, "params": params}
     refs_key = "analyses"
     allowed = ("type", refs_key, *(CONTRAST_PARAMETERS if kind == "contrast" else CONJUNCTION_PARAMETERS))
     ch.known_keys(spec, allowed, "analyses", name)

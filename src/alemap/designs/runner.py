@@ -42,6 +42,7 @@ CHECKPOINT = ".alemap-null-checkpoint.npz"
 ALE_FILES = tuple(MAP_FILES[k] for k in ("ale", "p", "z", "z_vfwe", "z_cfwe")) + ("clusters.tsv", "null.npz")
 CONTRAST_FILES = ("diff.nii.gz", "z_AgtB.nii.gz", "z_BgtA.nii.gz", "z_contrast.nii.gz", "clusters.tsv")
 CONJUNCTION_FILES = ("z_conjunction.nii.gz", "clusters.tsv")
+CSALE_FILES = ("ale.nii.gz", "p.nii.gz", "z.nii.gz", "z_csale.nii.gz", "base_rate.nii.gz", "clusters.tsv")
 
 
 @dataclass
@@ -187,7 +188,7 @@ def run_project(project: Project, outdir: str | Path, jobs: int = 1, quiet: bool
         folder = outdir / name
         folder.mkdir(parents=True, exist_ok=True)
         spec = {k: v for k, v in a.items() if k != "line"}
-        if a["type"] == "ale":
+        if a["type"] in ("ale", "csale"):
             exps = experiments.select(groups[a["group"]])
             keys[name] = _key(__version__, spec, inputs, list(exps.names), exps.xyz.tolist(), exps.n_subjects.tolist())
         else:
@@ -195,6 +196,8 @@ def run_project(project: Project, outdir: str | Path, jobs: int = 1, quiet: bool
         _say(quiet, f"[{i}/{len(order)}] {name} ({a['type']})")
         if a["type"] == "ale":
             status, results[name] = _run_ale(name, a, project, experiments, groups, folder, jobs, quiet, keys[name], inputs)
+        elif a["type"] == "csale":
+            status = _run_csale(name, a, project, experiments, groups, folder, jobs, quiet, keys[name], inputs, notes[name])
         elif a["type"] == "contrast":
             status = _run_contrast(name, a, project, results, folder, keys[name], notes[name], quiet)
         else:
@@ -246,3 +249,25 @@ def _run_conjunction(name, a, results, folder, key):
         "method": "minimum statistic (Nichols et al. 2005)", "versions": library_versions(),
     })
     return f"{len(table)} cluster(s)"
+
+
+def _run_csale(name, a, project, experiments, groups, folder, jobs, quiet, key, inputs, notes):
+    from alemap.designs.csale import run_csale
+
+    if _complete(folder, CSALE_FILES, key):
+        return "skipped (complete)"
+    prm = dict(a["params"])
+    est = _estimator({k: prm.pop(k) for k in ("placement", "tal2mni", "outside_mask") if k in prm}, project, jobs, quiet)
+    placed = est.place(experiments.select(groups[a["group"]]))
+    grid = est._grid()
+    res = run_csale(placed, grid, jobs=jobs, quiet=quiet, **prm)
+    notes.extend(res.notes)
+    _write_maps(folder, grid, res.maps, ["ale", "p", "z", "z_csale", "base_rate"])
+    write_text(folder / "clusters.tsv", res.clusters.to_csv(sep="\t", index=False, float_format="%.6g"))
+    write_json(folder / "provenance.json", {
+        "analysis": name, "analysis_key": key, "type": "csale", "group": a["group"], "inputs": inputs,
+        "parameters": res.params, "experiments_used": res.n_experiments, "foci_used": res.n_foci,
+        "excluded_experiments": res.excluded_experiments, "notes": res.notes, "versions": library_versions(),
+        "method": "C-SALE (Magielse et al. 2025): base-rate relocation null, voxel-wise p, cluster extent",
+    })
+    return f"{len(res.clusters)} cluster(s) (p < {res.params['p']}, k >= {res.params['k']})"

@@ -191,54 +191,83 @@ def _bound_pass(ijk, cube_of_focus, blog, bstart, bwidth, dlo, bshape, bound):
                     bound[base + C] += blog[kbase + C]
 
 
-@numba.njit(cache=True, nogil=True)
-def _exact_on_candidates(ijk, exp_offsets, cube_of_exp, log1m_k, start, width, shape, bshape,
-                         mask_grid, cand_list, n_cand, log1m, combine):
-    """Exact log(1 - ALE) at the in-mask voxels of the candidate blocks."""
+@numba.njit(cache=True, nogil=True, inline="always")
+def _lower_bound(a, n, x):
+    lo, hi = 0, n
+    while lo < hi:
+        mid = (lo + hi) >> 1
+        if a[mid] < x:
+            lo = mid + 1
+        else:
+            hi = mid
+    return lo
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _visit_focus(mode, ci, cj, ck, r, w, s0, log1m_k, shape, bshape, cands, n_cand, log1m, combine):
+    """Apply one focus's kernel to the voxels of the candidate blocks in its reach.
+
+    mode 0: add log(1 - k) to log1m; mode 1: keep the minimum in ``combine``;
+    mode 2: move ``combine`` into ``log1m`` (and clear it). Voxels outside the
+    brain mask are computed too (they are ignored when the map is read).
+    """
     nx, ny, nz = shape[0], shape[1], shape[2]
     BY, BZ = bshape[1], bshape[2]
+    ilo, ihi = max(0, ci - r), min(nx - 1, ci + r)
+    jlo, jhi = max(0, cj - r), min(ny - 1, cj + r)
+    klo, khi = max(0, ck - r), min(nz - 1, ck + r)
+    Clo, Chi = klo >> 1, khi >> 1
+    for A in range(ilo >> 1, (ihi >> 1) + 1):
+        row = A * BY
+        t0 = _lower_bound(cands, n_cand, (row + (jlo >> 1)) * BZ + Clo)
+        t1 = _lower_bound(cands, n_cand, (row + (jhi >> 1)) * BZ + Chi + 1)
+        a0, a1 = max(ilo, 2 * A), min(ihi, 2 * A + 1) + 1
+        for t in range(t0, t1):
+            q = cands[t]
+            B = (q // BZ) - row
+            C = q - (row + B) * BZ
+            if C < Clo or C > Chi:
+                continue
+            b0, b1 = max(jlo, 2 * B), min(jhi, 2 * B + 1) + 1
+            c0, c1 = max(klo, 2 * C), min(khi, 2 * C + 1) + 1
+            for a in range(a0, a1):
+                for b in range(b0, b1):
+                    base = (a * ny + b) * nz
+                    kbase = s0 + ((a - ci + r) * w + (b - cj + r)) * w - ck + r
+                    if mode == 0:
+                        for c in range(c0, c1):
+                            log1m[base + c] += log1m_k[kbase + c]
+                    elif mode == 1:
+                        for c in range(c0, c1):
+                            if log1m_k[kbase + c] < combine[base + c]:
+                                combine[base + c] = log1m_k[kbase + c]
+                    else:
+                        for c in range(c0, c1):
+                            log1m[base + c] += combine[base + c]
+                            combine[base + c] = 0.0
+
+
+@numba.njit(cache=True, nogil=True)
+def _exact_on_candidates(ijk, exp_offsets, cube_of_exp, log1m_k, start, width, shape, bshape,
+                         cand_list, n_cand, log1m, combine):
+    """Exact log(1 - ALE) at the voxels of the candidate blocks (sorted block numbers)."""
     for e in range(exp_offsets.shape[0] - 1):
         j = cube_of_exp[e]
         w = width[j]
         r = w // 2
         s0 = start[j]
         a0, a1 = exp_offsets[e], exp_offsets[e + 1]
-        overlap = _experiment_overlaps(ijk, a0, a1, w)
-        for phase in range(2 if overlap else 1):
+        if not _experiment_overlaps(ijk, a0, a1, w):
             for f in range(a0, a1):
-                ci, cj, ck = ijk[f, 0], ijk[f, 1], ijk[f, 2]
-                ilo, ihi = max(0, ci - r), min(nx - 1, ci + r)
-                jlo, jhi = max(0, cj - r), min(ny - 1, cj + r)
-                klo, khi = max(0, ck - r), min(nz - 1, ck + r)
-                # candidates are sorted by block number, so by block row A first
-                t0 = np.searchsorted(cand_list[:n_cand], (ilo >> 1) * BY * BZ)
-                t1 = np.searchsorted(cand_list[:n_cand], ((ihi >> 1) + 1) * BY * BZ)
-                for t in range(t0, t1):
-                    q = cand_list[t]
-                    A = q // (BY * BZ)
-                    if 2 * A + 1 < ilo or 2 * A > ihi:
-                        continue
-                    B = (q // BZ) % BY
-                    if 2 * B + 1 < jlo or 2 * B > jhi:
-                        continue
-                    C = q % BZ
-                    if 2 * C + 1 < klo or 2 * C > khi:
-                        continue
-                    for a in range(max(ilo, 2 * A), min(ihi, 2 * A + 1) + 1):
-                        for b in range(max(jlo, 2 * B), min(jhi, 2 * B + 1) + 1):
-                            for c in range(max(klo, 2 * C), min(khi, 2 * C + 1) + 1):
-                                v = (a * ny + b) * nz + c
-                                if not mask_grid[v]:
-                                    continue
-                                if phase == 1:
-                                    log1m[v] += combine[v]
-                                    combine[v] = 0.0
-                                    continue
-                                kv = log1m_k[s0 + ((a - ci + r) * w + (b - cj + r)) * w + c - ck + r]
-                                if not overlap:
-                                    log1m[v] += kv
-                                elif kv < combine[v]:
-                                    combine[v] = kv
+                _visit_focus(0, ijk[f, 0], ijk[f, 1], ijk[f, 2], r, w, s0, log1m_k, shape, bshape,
+                             cand_list, n_cand, log1m, combine)
+        else:
+            for f in range(a0, a1):
+                _visit_focus(1, ijk[f, 0], ijk[f, 1], ijk[f, 2], r, w, s0, log1m_k, shape, bshape,
+                             cand_list, n_cand, log1m, combine)
+            for f in range(a0, a1):
+                _visit_focus(2, ijk[f, 0], ijk[f, 1], ijk[f, 2], r, w, s0, log1m_k, shape, bshape,
+                             cand_list, n_cand, log1m, combine)
 
 
 @numba.njit(cache=True, nogil=True)
@@ -280,7 +309,7 @@ def _pruned(ijk, exp_offsets, cube_of_exp, cube_of_focus, log1m_k, start, width,
             n_cand += 1
     bound[:] = 0.0
     _exact_on_candidates(ijk, exp_offsets, cube_of_exp, log1m_k, start, width, shape, bshape,
-                         mask_grid, cand_list, n_cand, log1m, combine)
+                         cand_list, n_cand, log1m, combine)
     best = 0.0
     n_supra = 0
     for t in range(n_cand):
@@ -293,6 +322,9 @@ def _pruned(ijk, exp_offsets, cube_of_exp, cube_of_focus, log1m_k, start, width,
                 for c in range(2 * C, min(nz, 2 * C + 2)):
                     v = (a * ny + b) * nz + c
                     x = log1m[v]
+                    log1m[v] = 0.0
+                    if not mask_grid[v]:
+                        continue
                     if x < best:
                         best = x
                     if x < log_cut:
@@ -300,7 +332,6 @@ def _pruned(ijk, exp_offsets, cube_of_exp, cube_of_focus, log1m_k, start, width,
                         n_supra += 1
                         label[v] = -1
                         combine[v] = -np.expm1(x) - cut_ale
-                    log1m[v] = 0.0
     if n_supra == 0:
         return best, -1
     return best, n_supra

@@ -44,10 +44,18 @@ class NullMaxima:
         return int(self.ale.shape[0])
 
 
-def batch_draws(seed: int, batch: int, n_iter: int, n_foci: int, n_mask: int) -> np.ndarray:
-    """In-mask voxel numbers (n_iter, n_foci) for batch ``batch``."""
+def batch_draws(seed: int, batch: int, n_iter: int, n_foci: int, n_mask: int, cdf: np.ndarray | None = None) -> np.ndarray:
+    """In-mask voxel numbers (n_iter, n_foci) for batch ``batch``.
+
+    Uniform over the mask (Eickhoff et al. 2012), or, given the cumulative sum
+    ``cdf`` of a base-rate map over the mask voxels (ending at 1), drawn with
+    probability proportional to that map (SCALE, Langner et al. 2014; C-SALE).
+    """
     rng = np.random.default_rng(np.random.SeedSequence(int(seed), spawn_key=(int(batch),)))
-    return rng.integers(0, n_mask, size=(n_iter, n_foci), dtype=np.int64)
+    if cdf is None:
+        return rng.integers(0, n_mask, size=(n_iter, n_foci), dtype=np.int64)
+    u = rng.random((n_iter, n_foci)) * cdf[-1]
+    return np.minimum(np.searchsorted(cdf, u, side="right"), n_mask - 1).astype(np.int64)
 
 
 def _batches(n_iterations: int) -> list[tuple[int, int, int]]:
