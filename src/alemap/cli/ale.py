@@ -27,6 +27,7 @@ def add_ale_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--mask", type=Path, default=None, help="analysis mask (default MNI152 2 mm)")
     p.add_argument("--jobs", type=int, default=None, help="CPU threads (default: all cores)")
     p.add_argument("--quiet", action="store_true", help="no progress bar or summary")
+    p.add_argument("--no-report", action="store_true", help="do not write report.html")
 
 
 def add_parser(sub) -> None:
@@ -60,6 +61,10 @@ def run_analysis(inputs, args) -> int:
         ckpt.unlink()
     if not args.quiet:
         _summary(result, out)
+    if not args.no_report:
+        from alemap.cli.report import write_report
+
+        write_report(out, args.quiet)
     return 0
 
 

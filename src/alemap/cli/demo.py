@@ -61,4 +61,8 @@ def run(args) -> int:
 
     project = _with_overrides(load_project(project_path()), args.iterations, args.seed)
     run_project(project, args.output, jobs=args.jobs or os.cpu_count() or 1, quiet=args.quiet)
+    if not args.no_report:
+        from alemap.cli.report import write_report
+
+        write_report(args.output, args.quiet)
     return 0

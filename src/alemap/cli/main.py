@@ -12,14 +12,14 @@ __all__ = ["main"]
 
 
 def _parser() -> argparse.ArgumentParser:
-    from alemap.cli import ale, demo, run
+    from alemap.cli import ale, demo, report, run
 
     parser = argparse.ArgumentParser(
         prog="alemap", description="Fast, seeded activation likelihood estimation (ALE) meta-analysis."
     )
     parser.add_argument("--version", action="version", version=f"alemap {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for module in (ale, run, demo):
+    for module in (ale, run, report, demo):
         module.add_parser(sub)
     return parser
 

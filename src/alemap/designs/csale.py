@@ -98,6 +98,10 @@ def run_csale(placed, grid: Grid, *, iterations=None, seed=0, p=None, k=None, di
     if exps.n_experiments < prm["min_experiments"]:
         notes.append(f"only {exps.n_experiments} experiments have foci in the analysis mask; C-SALE recommends "
                      f"at least {prm['min_experiments']}.")
+    if 1.0 / int(prm["iterations"]) >= prm["p"]:
+        notes.append(f"with {prm['iterations']} iterations the smallest attainable p is "
+                     f"{1.0 / int(prm['iterations']):.2g}, not below p = {prm['p']}: no voxel can be significant; "
+                     "use more iterations (10,000 in the C-SALE paper).")
     cubes = kernel_cubes(exps.n_subjects, float(grid.voxel_size[0]))
     coe = cubes.index(exps.n_subjects)
     ale = ale_from_ma(ma_maps(ijk, exps.offsets, coe, cubes, amask))

@@ -179,6 +179,7 @@ def run_project(project: Project, outdir: str | Path, jobs: int = 1, quiet: bool
     groups = _resolve_groups(project, experiments)
     notes = _preflight(project, experiments, groups)
     inputs = [{"path": s["path"], "sha256": file_sha256(s["path"])} for s in project.inputs]
+    _write_review(project, experiments, outdir)
     order = [n for n, a in project.analyses.items() if a["type"] == "ale"]
     order += [n for n, a in project.analyses.items() if a["type"] != "ale"]
     run = ProjectRun(outdir=outdir, notes=notes)
@@ -211,6 +212,22 @@ def run_project(project: Project, outdir: str | Path, jobs: int = 1, quiet: bool
         "analyses": {n: {"type": project.analyses[n]["type"], "status": run.status[n], "notes": notes[n]} for n in order},
     })
     return run
+
+
+def _write_review(project: Project, experiments: ExperimentSet, outdir: Path) -> None:
+    notes = {str(k): str(v) for k, v in (project.review.get("notes") or {}).items()}
+    included = []
+    for i in range(experiments.n_experiments):
+        tags = {k: v for k, v in experiments.tags[i].items() if k not in ("title",)}
+        included.append({"experiment": experiments.names[i], "study": experiments.studies[i],
+                         "subjects": int(experiments.n_subjects[i]), "foci": int(experiments.foci_counts[i]),
+                         "space": experiments.spaces[i], "tags": "; ".join(f"{k}={v}" for k, v in tags.items()),
+                         "note": notes.get(experiments.names[i], notes.get(experiments.studies[i], ""))})
+    review = {k: v for k, v in project.review.items() if k != "notes"}
+    outdir.mkdir(parents=True, exist_ok=True)
+    write_json(outdir / "review.json", {"review": review, "included": included,
+                                        "loaded_studies": len(set(experiments.studies)),
+                                        "loaded_experiments": experiments.n_experiments})
 
 
 def _run_contrast(name, a, project, results, folder, key, notes, quiet):

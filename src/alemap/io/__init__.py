@@ -7,8 +7,9 @@ coordinates (Talairach -> MNI lives in :mod:`alemap.space`).
 """
 
 from alemap.io.load import load_experiments
+from alemap.io.neurostore import read_neurostore
 from alemap.io.nimare_json import read_nimare_json
 from alemap.io.sleuth import read_sleuth
 from alemap.io.tables import read_table
 
-__all__ = ["load_experiments", "read_sleuth", "read_table", "read_nimare_json"]
+__all__ = ["load_experiments", "read_sleuth", "read_table", "read_nimare_json", "read_neurostore"]

@@ -9,6 +9,7 @@ from typing import Sequence
 
 from alemap.data import ExperimentSet
 from alemap.exceptions import InputError
+from alemap.io.neurostore import read_neurostore
 from alemap.io.nimare_json import read_nimare_json
 from alemap.io.sleuth import read_sleuth, read_text_file
 from alemap.io.tables import read_table
@@ -32,6 +33,8 @@ def _load_one(path: Path, space: str | None, sheet: str | int | None) -> Experim
     if not path.exists():
         raise InputError(f"{path}: file not found; check the path and the working directory.")
     suffix = path.suffix.lower()
+    if suffix == ".parquet" or path.is_dir():  # NeuroStore studyset: its folder or one of its tables
+        return read_neurostore(path)
     if suffix == ".json":
         return read_nimare_json(path, space=space)
     if suffix in (".csv", ".tsv", ".xlsx", ".xls"):
