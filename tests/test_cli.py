@@ -61,7 +61,7 @@ def test_same_seed_same_outputs(tmp_path, finger_path):
     outs = []
     for jobs in ("1", "2"):
         out = tmp_path / jobs
-        main(["ale", str(finger_path), "-o", str(out), "--iterations", "64", "--seed", "7", "--quiet", "--jobs", jobs])
+        main(["ale", str(finger_path), "-o", str(out), "--iterations", "64", "--seed", "7", "--quiet", "--jobs", jobs, "--no-report"])
         outs.append(out)
     a, b = (np.load(o / "null.npz") for o in outs)
     for key in ("max_ale", "max_cluster_size", "max_cluster_mass"):
@@ -96,7 +96,7 @@ def test_foci_outside_the_template_are_reported(tmp_path):
     f.write_text("// Reference=MNI\n// A, 2000: x\n// Subjects=10\n-38 -24 56\n300 0 0\n"
                  "\n// B, 2001: y\n// Subjects=12\n-36 -22 54\n")
     out = tmp_path / "o"
-    assert main(["ale", str(f), "-o", str(out), "--iterations", "32", "--quiet"]) == 0
+    assert main(["ale", str(f), "-o", str(out), "--iterations", "32", "--quiet", "--no-report"]) == 0
     prov = json.loads((out / "provenance.json").read_text())
     assert len(prov["excluded_foci"]) == 1
     ex = prov["excluded_foci"][0]
