@@ -64,10 +64,14 @@ def test_null_and_p_match_nimare(fits, name):
     R = _ref(name)
     null = fits[name].analytic_null
     assert np.array_equal(null.centres, R["hist_bins"])
-    w_ref = R["hist_weights"] / R["hist_weights"].sum()
-    assert np.abs(null.weights / null.weights.sum() - w_ref).max() < 1e-8
-    # the same ALE value gives the same p (lookups agree to float noise) ...
-    assert np.abs(null.p_values(R["ale"]) - R["p"]).max() < 1e-7
+    # Both tools fold the experiments' histograms one at a time, rounding to the nearest
+    # bin at each step, so the null depends slightly on the fold order: NiMARE folds in
+    # dataset-id order, alemap in its canonical data order. The survival functions
+    # agree to 0.5 % (measured: 0.15 %) wherever they exceed 1e-7.
+    surv_ref = np.cumsum(R["hist_weights"][::-1])[::-1]
+    surv_ref = surv_ref / surv_ref[0]
+    big = surv_ref > 1e-7
+    assert np.max(np.abs(null.survival - surv_ref)[big] / surv_ref[big]) < 5e-3
     # ... and our float64 ALE may sit one bin away from NiMARE's float32 one: p within one bin
     surv = null.survival
     k = np.clip(np.rint(R["ale"] * 1e5).astype(int), 1, len(surv) - 2)
@@ -78,6 +82,19 @@ def test_null_and_p_match_nimare(fits, name):
     assert np.abs(fits[name].maps["z"] - R["z"])[same_p].max() < 1e-9
     #: one bin of p at p ~ 1e-6 moves z by ~2e-3
     assert np.abs(fits[name].maps["z"] - R["z"])[R["p"] > 1e-6].max() < 1e-2
+
+
+@pytest.mark.parametrize("name", DATASETS)
+def test_null_in_nimare_fold_order_matches_exactly(name):
+    """Folded in NiMARE's own experiment order, the analytic null is NiMARE's to float noise."""
+    R = _ref(name)
+    grid = load_mni152_2mm()
+    ijk, offsets, ns = _ref_layout(R)
+    cubes = kernel_cubes(ns)
+    null = analytic_null(ma_maps(ijk, offsets, cubes.index(ns), cubes, grid.mask))
+    assert np.array_equal(null.centres, R["hist_bins"])
+    assert np.abs(null.weights - R["hist_weights"]).max() < 1e-8
+    assert np.abs(null.p_values(R["ale"]) - R["p"]).max() < 1e-7
 
 
 @pytest.mark.parametrize("name", DATASETS)

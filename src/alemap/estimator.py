@@ -16,7 +16,7 @@ import numpy as np
 from alemap._progress import progress_bar
 from alemap._validation import Interval, Options, validate
 from alemap.corrections.cluster import CONNECTIVITIES, cluster_inference
-from alemap.corrections.voxel import fdr_threshold, fwe_p_from_null
+from alemap.corrections.voxel import fdr_threshold, fwe_p_from_null, fwe_threshold
 from alemap.data.experiment_set import ExperimentSet
 from alemap.exceptions import InputError
 from alemap.inference.checkpoint import NullCheckpoint
@@ -177,13 +177,15 @@ class ALE:
         )
 
     def place(self, experiments: ExperimentSet, grid: Grid | None = None):
-        """Check, order canonically (by name) and place experiments on the grid.
+        """Check, order canonically and place experiments on the grid.
 
-        The canonical order makes every result independent of the order in which
-        experiments were listed.
+        The canonical order depends only on the data (sample size, then the
+        experiment's sorted foci; the name only breaks ties between identical
+        experiments), so results do not depend on the order in which
+        experiments were listed, on the order of their foci, or on their names.
         """
         _check_experiments(experiments)
-        experiments = experiments.select(np.argsort(np.array(experiments.names, dtype=object), kind="stable"))
+        experiments = experiments.select(_canonical_order(experiments))
         return prepare(experiments, grid or self._grid(), self.placement, self.tal2mni, self.outside_mask)
 
     def _monte_carlo(self, plan, placed, grid, checkpoint):
@@ -213,9 +215,10 @@ class ALE:
         p_vfwe = fwe_p_from_null(ale, maxima.ale)
         maps["p_vfwe"] = p_vfwe
         maps["z_vfwe"] = np.where(p_vfwe < self.alpha, z, 0.0)
-        thresholds["vfwe_ale"] = float(np.quantile(maxima.ale, 1 - self.alpha))
-        thresholds["cfwe_size"] = float(np.quantile(maxima.size, 1 - self.alpha))
-        thresholds["cfwe_mass"] = float(np.quantile(maxima.mass, 1 - self.alpha))
+        # significant exactly when the statistic exceeds these (consistent with p < alpha)
+        thresholds["vfwe_ale"] = fwe_threshold(maxima.ale, self.alpha)
+        thresholds["cfwe_size"] = fwe_threshold(maxima.size, self.alpha)
+        thresholds["cfwe_mass"] = fwe_threshold(maxima.mass, self.alpha)
         ci = cluster_inference(grid.to_volume(ale, dtype=np.float64), cut, maxima.size, maxima.mass, self.connectivity)
         p_use = ci.p_size if self.cluster_stat == "size" else ci.p_mass
         significant = np.flatnonzero(p_use < self.alpha) + 1
@@ -228,6 +231,16 @@ class ALE:
         maps["clusters"] = relabel[labels_in_mask].astype(np.float64)
         table = cluster_table(ci, significant, grid, ale, z)
         return maps, table, thresholds
+
+
+def _canonical_order(experiments: ExperimentSet) -> list[int]:
+    keys = []
+    for i in range(experiments.n_experiments):
+        foci = np.round(experiments.foci(i), 6)
+        foci = foci[np.lexsort(foci.T[::-1])]
+        keys.append((int(experiments.n_subjects[i]), experiments.spaces[i], foci.shape[0],
+                     tuple(map(tuple, foci.tolist())), experiments.names[i]))
+    return sorted(range(experiments.n_experiments), key=keys.__getitem__)
 
 
 def _check_experiments(experiments: ExperimentSet) -> None:

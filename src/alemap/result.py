@@ -13,6 +13,10 @@ Files written by :meth:`ALEResult.save` (names are a contract other tools rely o
 ``clusters.tsv``       one row per significant cluster
 ``null.npz``           per-iteration maxima: ``max_ale``, ``max_cluster_size``,
                        ``max_cluster_mass``, with the thresholds used
+``contributions.tsv``  per cluster and experiment: share of ALE, jackknife,
+                       foci inside (:mod:`alemap.reporting.robustness`)
+``robustness.tsv``     per cluster: experiments, top share, leave-one-out,
+                       flag for clusters driven by one or two experiments
 ``provenance.json``    inputs' hashes, parameters, seed, versions, exclusions
 =====================  =====================================================
 """
@@ -83,5 +87,12 @@ class ALEResult:
             cluster_forming_ale=np.float64(self.thresholds["cluster_forming_ale"]),
             seed=np.int64(self.provenance["parameters"]["seed"]),
         )
-        write_json(outdir / "provenance.json", self.provenance)
+        if self.null_maxima.n_iterations:
+            from alemap.reporting.robustness import cluster_robustness, contributions
+
+            contrib = contributions(self)
+            write_text(outdir / "contributions.tsv", contrib.to_csv(sep="\t", index=False, float_format="%.6g"))
+            robust = cluster_robustness(self, contrib)
+            write_text(outdir / "robustness.tsv", robust.to_csv(sep="\t", index=False, float_format="%.6g"))
+        write_json(outdir / "provenance.json", self.provenance)  # last: marks the folder complete
         return outdir

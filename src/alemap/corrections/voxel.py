@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["fdr_threshold", "fwe_p_from_null", "null_to_p"]
+__all__ = ["fdr_threshold", "fwe_p_from_null", "null_to_p", "fwe_threshold"]
 
 
 def null_to_p(values: np.ndarray, null_maxima: np.ndarray) -> np.ndarray:
@@ -25,6 +25,21 @@ def null_to_p(values: np.ndarray, null_maxima: np.ndarray) -> np.ndarray:
     n = null.shape[0]
     count = n - np.searchsorted(null, np.asarray(values, dtype=np.float64), side="left")
     return np.maximum(count, 1) / n
+
+
+def fwe_threshold(null_maxima: np.ndarray, alpha: float) -> float:
+    """The value ``t`` such that a statistic is significant exactly when it exceeds ``t``.
+
+    With ``p = max(c, 1) / n`` and ``c`` the number of null maxima >= the
+    statistic, ``p < alpha`` holds exactly when ``c <= k = ceil(alpha n) - 1``,
+    i.e. when the statistic exceeds the (k+1)-th largest null maximum. This is
+    the threshold reported, so that it matches the decisions made with p.
+    """
+    null = np.sort(np.asarray(null_maxima, dtype=np.float64))[::-1]
+    k = int(np.ceil(alpha * null.shape[0])) - 1
+    if k < 0:
+        return float("inf")
+    return float(null[min(k, null.shape[0] - 1)])
 
 
 def fwe_p_from_null(ale: np.ndarray, null_max_ale: np.ndarray) -> np.ndarray:

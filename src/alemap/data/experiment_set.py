@@ -173,9 +173,12 @@ class ExperimentSet:
 
     def select(self, index: Sequence[int] | np.ndarray) -> "ExperimentSet":
         """Return the experiments at ``index`` (in that order)."""
-        idx = np.asarray(index, dtype=np.int64)
-        if idx.dtype == bool:  # pragma: no cover - handled by asarray cast
+        idx = np.asarray(index)
+        if idx.dtype == bool:
+            if idx.shape != (self.n_experiments,):
+                raise ValueError("A boolean selection needs one value per experiment.")
             idx = np.flatnonzero(idx)
+        idx = idx.astype(np.int64)
         records = self.to_records()
         return ExperimentSet.from_records(records[i] for i in idx)
 

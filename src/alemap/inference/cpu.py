@@ -20,8 +20,8 @@ How an iteration is computed (``_iteration``):
    ``ALE - threshold``.
 
 Work arrays are per thread; the function releases the GIL so threads run
-batches in parallel. ``alemap.inference.reference`` holds a slow, plainly
-written version of the same iteration that tests compare against.
+batches in parallel. ``tests/test_properties.py`` holds a slow, plainly
+written version of the same iteration that the engine is tested against.
 """
 
 from __future__ import annotations
@@ -128,8 +128,11 @@ def _accumulate(ijk, exp_offsets, cube_of_exp, log1m_k, start, width, shape, log
 def _clusters(supra, n_supra, values, label, stack, shape, nbr):
     """Largest cluster size and mass among the supra-threshold voxels.
 
-    ``values[v]`` holds ALE - threshold for supra voxels (written by caller)."""
+    ``values[v]`` holds ALE - threshold for supra voxels (written by caller).
+    The voxels are sorted first, so the flood fill (and the float sum of the
+    mass) runs in the same order whichever path found them."""
     nx, ny, nz = shape[0], shape[1], shape[2]
+    supra[:n_supra] = np.sort(supra[:n_supra])
     best_size = 0
     best_mass = 0.0
     for t in range(n_supra):

@@ -197,11 +197,29 @@ def load_network(name_or_path: str | Path | Network = "motor_learning") -> Netwo
     """
     if isinstance(name_or_path, Network):
         return name_or_path
+    text, src = _read_text(name_or_path)
+    key = (src, hashlib.sha256(text.encode()).hexdigest())
+    with _net_lock:
+        hit = _net_cache.get(key)
+    if hit is None:
+        hit = _parse(text, src)
+        with _net_lock:
+            _net_cache[key] = hit
+            while len(_net_cache) > 16:
+                _net_cache.pop(next(iter(_net_cache)))
+    return hit
+
+
+_net_cache: dict = {}
+_net_lock = threading.Lock()
+
+
+def _parse(text: str, src: str) -> Network:
     import yaml
 
-    text, src = _read_text(name_or_path)
+    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
     try:
-        data = yaml.safe_load(text)
+        data = yaml.load(text, Loader=loader)  # noqa: S506 - a safe loader
     except yaml.YAMLError as exc:
         raise InputError(f"{src}: not valid YAML: {exc}") from exc
     if not isinstance(data, dict) or not isinstance(data.get("nodes"), list) or not data["nodes"]:
@@ -209,6 +227,7 @@ def load_network(name_or_path: str | Path | Network = "motor_learning") -> Netwo
     rules = dict(data.get("rules") or {})
     rules.setdefault("min_prob", 0.25)
     rules.setdefault("atlas_priority", ["juelich", "harvard_oxford", "aal"])
+    rules.setdefault("midline_cut", True)
     if not 0.0 <= float(rules["min_prob"]) <= 1.0:
         _fail(src, f"rules.min_prob: {rules['min_prob']} is outside [0, 1].")
     systems = dict(data.get("systems") or {})
@@ -358,8 +377,10 @@ def node_labels(network: str | Path | Network = "motor_learning", grid: Grid | N
     for order, n in enumerate(net.nodes):
         min_prob = float(net.rules["min_prob"] if n.min_prob is None else n.min_prob)
         keep = _box_member(n.box, xyz) if n.box else np.ones(grid.n_voxels, dtype=bool)
-        for a, names in n.exclude.items():
-            keep &= ~_region_member(atlases[a], names, min_prob)
+        if net.rules.get("midline_cut", True) and n.hemisphere in _HEMIS:  # stay on its side (x = 0 is both)
+            keep &= (xyz[:, 0] <= 1e-6) if n.hemisphere == "L" else (xyz[:, 0] >= -1e-6)
+        for a, names in n.exclude.items():  # excluded wherever the region is the most probable one
+            keep &= ~_region_member(atlases[a], names, 0.0)
         rank = np.full(grid.n_voxels, big, dtype=np.int32)
         for a, names in n.regions.items():
             claim = _region_member(atlases[a], names, min_prob) & keep
@@ -617,14 +638,16 @@ def network_heatmap(table: pd.DataFrame | str | Path, out_png: str | Path, out_s
     data = table.loc[rows].to_numpy(dtype=np.float64)
     shown = np.ma.masked_where(~np.isfinite(data) | (data <= 0), data)
     top = float(vmax) if vmax is not None else (float(shown.max()) if shown.count() else 1.0)
-    cm = matplotlib.colormaps[cmap].copy()
-    cm.set_bad("#d9d9d9")
+    cm = matplotlib.colormaps[cmap].with_extremes(bad="#d9d9d9")
 
     n_rows, n_cols = data.shape
-    width = max(5.0, 3.2 + 0.75 * n_cols)
-    height = max(3.0, 1.9 + 0.24 * n_rows)
+    longest = max(len(str(c)) for c in table.columns)
+    top_in = 0.3 + 0.035 * longest + (0.35 if title else 0.0)  # rotated column labels (and title)
+    bottom_in = 1.1  # colour bar and its label
+    width = max(5.0, 3.4 + 0.75 * n_cols)
+    height = top_in + bottom_in + 0.24 * n_rows
     fig = Figure(figsize=(width, height))
-    ax = fig.add_axes([2.0 / width, 1.0 / height, 1 - 3.4 / width, 1 - 2.2 / height])
+    ax = fig.add_axes([2.0 / width, bottom_in / height, 1 - 3.4 / width, 1 - (top_in + bottom_in) / height])
     im = ax.imshow(shown, cmap=cm, vmin=0.0, vmax=top, aspect="auto", interpolation="nearest")
     ax.set_xticks(range(n_cols))
     ax.set_xticklabels([str(c) for c in table.columns], rotation=35, ha="left", fontsize=8)
@@ -647,12 +670,12 @@ def network_heatmap(table: pd.DataFrame | str | Path, out_png: str | Path, out_s
                     v = float(shown[r, c])
                     ax.text(c, r, f"{v:.1f}", ha="center", va="center", fontsize=7,
                             color="white" if v > 0.6 * top else "black")
-    cax = fig.add_axes([2.0 / width, 0.35 / height, min(0.4, 1 - 3.4 / width), 0.15 / height])
+    cax = fig.add_axes([2.0 / width, 0.55 / height, min(0.45, 1 - 3.4 / width), 0.14 / height])
     cb = fig.colorbar(im, cax=cax, orientation="horizontal")
     cb.set_label("peak z (grey: not engaged)", fontsize=8)
     cb.ax.tick_params(labelsize=7)
     if title:
-        fig.suptitle(title, fontsize=10, y=1 - 0.08 / height, va="top")
+        fig.suptitle(title, fontsize=10, y=1 - 0.1 / height, va="top")
 
     written = []
     for path, fmt, meta in ((out_png, "png", {"Software": None}), (out_svg, "svg", {"Date": None})):
@@ -660,6 +683,6 @@ def network_heatmap(table: pd.DataFrame | str | Path, out_png: str | Path, out_s
             continue
         path = Path(path)
         with atomic_path(path) as tmp:
-            fig.savefig(tmp, format=fmt, dpi=150, metadata=meta)
+            fig.savefig(tmp, format=fmt, dpi=150, metadata=meta, bbox_inches="tight", pad_inches=0.15)
         written.append(path)
     return written

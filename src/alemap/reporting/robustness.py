@@ -33,6 +33,7 @@ JALE (Frahm et al.) ``utils/contribution.py``.
 
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -317,9 +318,12 @@ def cluster_robustness(
     is still significant at cluster level: corrected p < alpha against the
     *same* Monte Carlo null maxima (size or mass, as the fit's
     ``cluster_stat``; alpha and connectivity from the fit's provenance). The
-    criterion is the fit's own (:func:`alemap.corrections.voxel.null_to_p`),
-    which for size means exceeding ``np.quantile(null.size, 1 - alpha)`` up to
-    the quantile's interpolation. ``loo_min_voxels`` is the smallest remaining
+    criterion is the fit's own (:func:`alemap.corrections.voxel.null_to_p`
+    < alpha), i.e. exceeding the ``(ceil(alpha n))``-th largest null maximum;
+    ``np.quantile(null.size, 1 - alpha)`` differs from it only by the
+    quantile's interpolation (a cluster exactly between two order statistics
+    would pass the quantile and fail the fit's test), so the fit's criterion is
+    used to keep an unchanged cluster significant. ``loo_min_voxels`` is the smallest remaining
     component over all leave-one-outs and ``loo_weakest_experiment`` whose
     removal leaves it.
 
@@ -455,8 +459,9 @@ class FailSafeN:
     Attributes
     ----------
     fsn : int
-        Largest number of noise experiments tested for which the cluster was
-        still significant (0 if it failed at every tested count).
+        Number of noise experiments the cluster withstood: significant with
+        ``fsn`` added and not with ``fsn + 1`` (the bisection's boundary; 0 if
+        it failed at every tested count; ``k_max`` when censored).
     cluster : int
         Cluster number in the reference result.
     peak_mm : tuple of float
@@ -472,7 +477,8 @@ class FailSafeN:
     rosenthal_min : int
         ``5 n + 10`` (Rosenthal's tolerance level, used by Acar et al. as a minimum).
     robust_by_rosenthal : bool
-        ``fsn >= rosenthal_min``.
+        ``fsn >= rosenthal_min``. When ``censored`` and ``k_max < rosenthal_min``
+        the search could not reach the criterion, so False then means "not shown".
     iterations : int
         Monte Carlo iterations of every refit.
     seed : int
@@ -504,7 +510,8 @@ def noise_experiments(experiments: ExperimentSet, grid, k: int, rng: np.random.G
     observed experiments; its foci are distinct in-mask voxels of ``grid``
     drawn uniformly without replacement (``GenerateNull.R`` draws from
     GingerALE's MNI mask; here the analysis mask), given as voxel centres in
-    MNI mm.
+    MNI mm. The experiments are drawn one after the other, so the first
+    ``k'`` of ``k`` are the same for any ``k >= k'`` (nested sets).
 
     Parameters
     ----------
@@ -523,18 +530,20 @@ def noise_experiments(experiments: ExperimentSet, grid, k: int, rng: np.random.G
     -------
     ExperimentSet
     """
-    counts = rng.choice(np.asarray(experiments.foci_counts), size=k, replace=True)
-    n_subj = rng.choice(np.asarray(experiments.n_subjects), size=k, replace=True)
+    counts = np.asarray(experiments.foci_counts)
+    sizes = np.asarray(experiments.n_subjects)
     mask_ijk = grid.mask_ijk
     n_mask = mask_ijk.shape[0]
     records = []
-    for j in range(k):
-        vox = rng.choice(n_mask, size=min(int(counts[j]), n_mask), replace=False)
+    for j in range(k):  # one experiment after the other: the first k' of k are those of k'
+        n_foci = int(counts[rng.integers(counts.shape[0])])
+        n_subj = int(sizes[rng.integers(sizes.shape[0])])
+        vox = rng.choice(n_mask, size=min(n_foci, n_mask), replace=False)
         name = f"{prefix}{j + 1:05d}"
         xyz = grid.ijk_to_mm(mask_ijk[vox])
         records.append(
             {
-                "name": name, "study": name, "n_subjects": int(n_subj[j]), "space": "MNI", "xyz": xyz,
+                "name": name, "study": name, "n_subjects": n_subj, "space": "MNI", "xyz": xyz,
                 "origins": [FocusOrigin("fail-safe N noise", 0)] * len(xyz),
             }
         )
@@ -569,8 +578,13 @@ def fail_safe_n(
 
     In a refit, "the cluster" is the significant cluster (cluster-level FWE,
     the fit's ``cluster_stat``) that contains the original cluster's peak
-    voxel. The bisection assumes significance falls monotonically with ``k``;
-    with a finite Monte Carlo null it can fluctuate near the boundary.
+    voxel. The bisection assumes significance falls monotonically with ``k``.
+    It need not: each added experiment changes the cluster-forming threshold
+    and the Monte Carlo null, and a cluster near the cluster-level threshold
+    can pass at some ``k`` and fail at a smaller one. The result is then one
+    boundary (significant at ``fsn``, not at ``fsn + 1``), not necessarily the
+    largest ``k`` at which the cluster is significant; ``evaluations`` lists
+    every refit.
 
     **Expensive**: every step refits the whole analysis, Monte Carlo null
     included (``2 + log2(k_max - k_min)`` refits or so, each with
@@ -597,7 +611,8 @@ def fail_safe_n(
     jobs : int, default 1
         Threads of each refit's Monte Carlo null.
     **ale_params
-        Other :class:`alemap.ALE` parameters (override the result's).
+        Other :class:`alemap.ALE` parameters (override the result's; the mask
+        is always the reference result's grid).
 
     Returns
     -------
@@ -618,9 +633,8 @@ def fail_safe_n(
         params = {k: v for k, v in params.items() if k not in ("iterations", "seed", "quiet", "jobs")}
     else:
         reference = result_or_experiments
-        params = _params(reference)
-        for key in ("iterations", "seed", "jobs", "mask"):
-            params.pop(key, None)
+        accepted = set(inspect.signature(ALE).parameters) - {"iterations", "seed", "jobs", "mask", "quiet"}
+        params = {k: v for k, v in _params(reference).items() if k in accepted}
         params.update(ale_params)
     params["mask"] = reference.grid
     grid = reference.grid
