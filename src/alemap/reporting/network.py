@@ -35,6 +35,7 @@ __all__ = [
     "available_networks",
     "validate_network",
     "node_masks",
+    "node_labels",
     "cerebellar_zones",
     "network_engagement",
     "project_network_table",

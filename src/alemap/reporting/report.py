@@ -139,7 +139,7 @@ def _labels(a: _Analysis, shown, grid):
         from alemap.reporting.cluster_table import map_clusters
 
         labels, _ = map_clusters(shown, grid)
-        a.labelled = label_clusters(labels, grid)
+        a.labelled = label_clusters(labels, grid, stat=shown)
     except AlemapError as exc:
         a.notes.append(f"Anatomical labels unavailable: {exc}")
     except ImportError as exc:  # pragma: no cover - labels module missing
