@@ -428,7 +428,7 @@ def test_several_experiments_per_study_warn(tmp_path, no_computation):
         with pytest.raises(_Computed):
             run_project(load_project(path), tmp_path / "out", quiet=True)
     msg = str(caught[0].message)
-    assert msg.startswith("analysis 'all': 1 studies contribute several experiments (S1); if they share subjects "
+    assert msg.startswith("analysis 'all': 1 study contributes several experiments (S1); if they share subjects "
                           "they inflate convergence.")
     assert "Set 'pooling: merge' to pool them (Turkeltaub et al. 2012)." in msg
     assert no_computation[0].names == ("S1: e1", "S1: e2", "S2: e1")  # kept as they are
@@ -461,8 +461,7 @@ def test_pooling_merge_merges_a_studys_experiments(tmp_path, no_computation):
     assert np.array_equal(merged.foci(merged.names.index("S2: e1")), [[10.0, 10.0, 10.0]])
 
 
-# ---------------------------------------------------------------- known defects (strict xfail: fix, then unmark)
-@pytest.mark.xfail(strict=True, reason="YAML duplicate keys are read silently: the last analysis of a name wins")
+# ---------------------------------------------------------------- former defects, fixed (regression tests)
 def test_duplicate_analysis_names_are_an_error(tmp_path):
     path = _proj(tmp_path, """
         analyses:
@@ -472,14 +471,10 @@ def test_duplicate_analysis_names_are_an_error(tmp_path):
     assert "seq" in _load_error(path)
 
 
-@pytest.mark.xfail(strict=True, reason="YAML 1.1 reads an unquoted 'off' as False, so the documented "
-                                       "'pooling: off' is rejected with 'pooling must be ... or 'off''")
 def test_unquoted_pooling_off_is_accepted(tmp_path):
     assert load_project(_several(tmp_path, "off")).pooling == "off"
 
 
-@pytest.mark.xfail(strict=True, reason="an analysis named 'project.json' collides with OUTDIR/project.json; "
-                                       "the run fails with IsADirectoryError after computing everything")
 def test_analysis_name_project_json_is_rejected(tmp_path):
     path = _proj(tmp_path, """
         analyses:
@@ -488,8 +483,6 @@ def test_analysis_name_project_json_is_rejected(tmp_path):
     assert "project.json" in _load_error(path)
 
 
-@pytest.mark.xfail(strict=True, reason="parameter values are validated only when each analysis runs, after the "
-                                       "analyses before it have been computed")
 @pytest.mark.parametrize("bad", ["diff: {type: contrast, analyses: [seq, sm], method: bogus}",
                                  "both: {type: conjunction, analyses: [seq, sm], map: z_bogus}",
                                  "late: {group: sequence, iterations: -3}"])

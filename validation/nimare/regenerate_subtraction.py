@@ -215,7 +215,7 @@ def run_nimare(subset, subjects, n_iters, seed, mask_img, float32_ties=False):
     return maps, ijk, seconds, nimare.__version__
 
 
-def run_alemap(subset, subjects, n_iters):
+def run_alemap(subset, subjects, n_iters, seed=ALEMAP_SEED):
     from alemap import ALE
     from alemap.designs.contrast import run_contrast
 
@@ -225,30 +225,27 @@ def run_alemap(subset, subjects, n_iters):
     rb = ALE(iterations=0, placement="nimare", quiet=True).fit(set_b)
     t_fit = time.perf_counter() - t0
     t0 = time.perf_counter()
-    cr = run_contrast(ra, rb, method="subtraction", permutations=n_iters, seed=ALEMAP_SEED)
+    cr = run_contrast(ra, rb, method="subtraction", permutations=n_iters, seed=seed)
     t_contrast = time.perf_counter() - t0
     return cr, t_fit, t_contrast
 
 
-def agreement(cr, maps, n_iters) -> dict:
-    """The comparisons tests/test_parity_subtraction.py makes, as numbers."""
-    p_a, p_n = cr.maps["p_subtraction"], maps["p"].astype(np.float64)
+def agreement(p_a, z_a, p_n, z_n, n_iters) -> dict:
+    """The comparisons tests/test_parity_subtraction.py makes, as numbers (a = alemap, n = reference)."""
+    p_a, p_n = np.asarray(p_a, dtype=np.float64), np.asarray(p_n, dtype=np.float64)
     se = np.sqrt(p_n * (1 - p_n) / n_iters) * np.sqrt(2) + 2 / n_iters
     low = p_n < 0.5
     over = np.abs(p_a - p_n)[low] / se[low]
-    sig_a, sig_n = p_a < 0.01, p_n < 0.01
+    out = {"voxels_p_below_0.5": int(low.sum()), "p_over_4se": int((over > 4).sum()),
+           "p_over_4se_fraction": float((over > 4).mean()), "p_max_se": float(over.max()),
+           "p_mean_signed_diff": float((p_a - p_n)[low].mean())}
+    for thr in (0.01, 0.05):
+        sa, sn = p_a < thr, p_n < thr
+        out[f"sig{thr}"] = [int(sa.sum()), int(sn.sum())]
+        out[f"dice{thr}"] = float(2 * (sa & sn).sum() / max(1, sa.sum() + sn.sum()))
     both = (p_a < 0.05) & (p_n < 0.05)
-    return {
-        "max_abs_stat_diff": float(np.abs(cr.maps["diff"] - maps["stat"]).max()),
-        "voxels_p_below_0.5": int(low.sum()),
-        "p_over_4se": int((over > 4).sum()),
-        "p_max_se": float(over.max()),
-        "p_mean_signed_diff": float((p_a - p_n)[low].mean()),
-        "sig01_alemap": int(sig_a.sum()),
-        "sig01_nimare": int(sig_n.sum()),
-        "dice_p01": float(2 * (sig_a & sig_n).sum() / max(1, sig_a.sum() + sig_n.sum())),
-        "sign_disagreements_p05": int((np.sign(cr.maps["z_subtraction"]) != np.sign(maps["z"]))[both].sum()),
-    }
+    out["sign_disagreements_p05"] = int((np.sign(z_a) != np.sign(z_n))[both].sum())
+    return out
 
 
 def full_alemap(permutations: int) -> int:
@@ -299,10 +296,17 @@ def main(argv=None):
 
     mask_img = nib.load(str(MASK_PATH))
     subset = select_subset(STUDYSET, args.per_group, mask_img.affine, mask_img.shape)
-    maps, ijk, t_nimare, version = run_nimare(subset, args.subjects, args.iterations, args.seed, mask_img)
-    cr, t_fit, t_contrast = run_alemap(subset, args.subjects, args.iterations)
+    n = args.iterations
+    stock, ijk, t_stock, version = run_nimare(subset, args.subjects, n, args.seed, mask_img)
+    fixed, ijk2, t_fixed, _ = run_nimare(subset, args.subjects, n, args.seed, mask_img, float32_ties=True)
+    if not (np.array_equal(stock["stat"], fixed["stat"]) and np.array_equal(ijk, ijk2)):
+        raise RuntimeError("the float32-ties run changed more than the null")
+    cr, t_fit, t_contrast = run_alemap(subset, args.subjects, n)
+    # Monte Carlo baseline: alemap against itself with another seed
+    cr2, _, _ = run_alemap(subset, args.subjects, n, seed=ALEMAP_SEED + 1)
     print(f"nimare {version}, numpy {np.__version__}, python {platform.python_version()}", flush=True)
 
+    f32 = np.float32
     out = dict(
         nimare_version=np.array(version),
         numpy_version=np.array(np.__version__),
@@ -320,16 +324,19 @@ def main(argv=None):
         exp_index=subset["exp_index"],
         ijk=ijk,
         foci_outside_grid=np.int64(subset["foci_outside_grid"]),
-        n_mask_voxels=np.int64(maps["stat"].size),
-        stat=maps["stat"].astype(np.float32),
-        p=maps["p"].astype(np.float32),
-        z=maps["z"].astype(np.float32),
-        map_dtype=np.array(str(maps["stat"].dtype)),
-        n_iters=np.int64(args.iterations),
+        n_mask_voxels=np.int64(stock["stat"].size),
+        stat=stock["stat"].astype(f32),
+        p=fixed["p"].astype(f32),
+        z=fixed["z"].astype(f32),
+        p_stock=stock["p"].astype(f32),
+        z_stock=stock["z"].astype(f32),
+        map_dtype=np.array(str(stock["stat"].dtype)),
+        n_iters=np.int64(n),
         random_state=np.int64(args.seed),
         alemap_seed=np.int64(ALEMAP_SEED),
         n_cores=np.int64(1),
-        seconds_nimare=np.float64(t_nimare),
+        seconds_nimare=np.float64(t_stock),
+        seconds_nimare_float32_ties=np.float64(t_fixed),
         seconds_alemap_fit=np.float64(t_fit),
         seconds_alemap_contrast=np.float64(t_contrast),
     )
@@ -337,19 +344,25 @@ def main(argv=None):
     out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / OUT_NAME
     np.savez_compressed(path, **out)
+    pa, za = cr.maps["p_subtraction"], cr.maps["z_subtraction"]
     summary = {
         "experiments": [int((subset["exp_group"] == g).sum()) for g in (0, 1)],
         "foci": [int(np.isin(subset["exp_index"], np.flatnonzero(subset["exp_group"] == g)).sum()) for g in (0, 1)],
         "foci_outside_grid": subset["foci_outside_grid"],
-        "n_iters": args.iterations,
+        "n_iters": n,
         "random_state": args.seed,
-        "nonzero_stat_voxels": int((maps["stat"] != 0).sum()),
-        "nimare_p_below_0.01": int((maps["p"] < 0.01).sum()),
-        "seconds_nimare": round(t_nimare, 2),
+        "nonzero_stat_voxels": int((stock["stat"] != 0).sum()),
+        "alemap_tested_voxels": cr.params["tested_voxels"],
+        "max_abs_stat_diff": float(np.abs(cr.maps["diff"] - stock["stat"]).max()),
+        "seconds_nimare": round(t_stock, 2),
+        "seconds_nimare_float32_ties": round(t_fixed, 2),
         "seconds_alemap_fit": round(t_fit, 2),
         "seconds_alemap_contrast": round(t_contrast, 2),
-        "speedup_alemap_total": round(t_nimare / (t_fit + t_contrast), 2),
-        **agreement(cr, maps, args.iterations),
+        "speedup_alemap_contrast": round(t_stock / t_contrast, 2),
+        "speedup_alemap_fit_and_contrast": round(t_stock / (t_fit + t_contrast), 2),
+        "alemap_vs_nimare_float32_ties": agreement(pa, za, fixed["p"], fixed["z"], n),
+        "alemap_vs_nimare_stock": agreement(pa, za, stock["p"], stock["z"], n),
+        "alemap_seed1_vs_seed2": agreement(pa, za, cr2.maps["p_subtraction"], cr2.maps["z_subtraction"], n),
         "file": str(path),
         "file_bytes": path.stat().st_size,
     }

@@ -116,7 +116,7 @@ def run_csale(placed, grid: Grid, *, iterations=None, seed=0, p=None, k=None, di
                                   exp_offsets=exps.offsets, cube_of_exp=coe, cubes=cubes, shape=grid.shape,
                                   n_iterations=n, seed=seed, jobs=jobs, progress=advance)
     maps = _maps(grid, a_flat, core, ale, counts, n, prm, density)
-    labels, table = map_clusters(maps["z_csale"], grid, 6, prm["k"] * float(abs(np.linalg.det(grid.affine[:3, :3]))))
+    labels, table = map_clusters(maps["z_csale"], grid, 6, prm["k"] * grid.voxel_volume_mm3)
     maps["z_csale"] = np.where(labels > 0, maps["z_csale"], 0.0)
     params = dict(prm, seed=seed, analysis_voxels=int(a_flat.size), region_voxels=int(core.sum()))
     return CSALEResult(maps, table, params, notes, dropped, exps.n_foci, exps.n_experiments)

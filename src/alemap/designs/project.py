@@ -46,6 +46,9 @@ CSALE_PARAMETERS = ("iterations", "seed", "p", "k", "dilate_mm", "region", "base
 TOP_KEYS = ("name", "description", "inputs", "defaults", "pooling", "min_experiments", "groups", "analyses", "review")
 GROUP_KEYS = ("tags", "studies", "experiments", "exclude_studies", "exclude_experiments")
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
+#: names the runner and the report write at the top of the output folder
+RESERVED_NAMES = frozenset({"project.json", "review.json", "report.html", "figures", "network.tsv", "network.png",
+                            "network.svg"})
 
 
 class ProjectError(InputError):
@@ -104,6 +107,7 @@ class _Checker:
     def __init__(self, path: Path, locator: _Locator):
         self.path = path
         self.loc = locator
+        self.raw_analyses: dict = {}
 
     def fail(self, message: str, *keypath) -> ProjectError:
         where = ".".join(str(k) for k in keypath) or "(top level)"
@@ -116,18 +120,43 @@ class _Checker:
             raise self.fail(f"expected a mapping (key: value lines), got {type(value).__name__}", *keypath)
         return value
 
+    def loc_keys(self, analysis: str) -> set:
+        """Keys written in the analysis's own mapping (not inherited from defaults)."""
+        return set(self.raw_analyses.get(analysis, {}) or {})
+
     def known_keys(self, value: dict, allowed, *keypath) -> None:
         for key in value:
             if key not in allowed:
                 raise self.fail(f"unknown key {key!r}; expected one of: {', '.join(allowed)}", *keypath, key)
 
     def safe_name(self, name, *keypath) -> str:
+        if isinstance(name, str) and name.lower() in RESERVED_NAMES:
+            raise self.fail(f"name {name!r} is reserved for a file alemap writes in the output folder; "
+                            "choose another name", *keypath)
         if not isinstance(name, str) or not _SAFE_NAME.match(name) or ".." in name:
             raise self.fail(
                 f"name {name!r} must be letters, digits, '_', '-' or '.' (it becomes a folder name; "
                 "no '/', no '..', at most 100 characters)", *keypath
             )
         return name
+
+
+def _duplicate_key(node):
+    """(key, line) of the first key repeated within one mapping, or None."""
+    stack = [node]
+    while stack:
+        n = stack.pop()
+        if isinstance(n, yaml.MappingNode):
+            seen = {}
+            for k, v in n.value:
+                key = getattr(k, "value", None)
+                if key in seen:
+                    return key, k.start_mark.line + 1, seen[key]
+                seen[key] = k.start_mark.line + 1
+                stack.append(v)
+        elif isinstance(n, yaml.SequenceNode):
+            stack.extend(n.value)
+    return None
 
 
 def _read_yaml(path: Path):
@@ -145,6 +174,10 @@ def _read_yaml(path: Path):
         line = f":{mark.line + 1}" if mark is not None else ""
         problem = getattr(exc, "problem", None) or str(exc)
         raise ProjectError(f"{path}{line}: not valid YAML for a project file: {problem}") from None
+    dup = _duplicate_key(node) if node is not None else None
+    if dup:
+        raise ProjectError(f"{path}:{dup[1]}: key {dup[0]!r} appears twice in one mapping (first at line {dup[2]}); "
+                           "YAML would keep only the last one. Rename or merge them.")
     return data, node
 
 
@@ -197,6 +230,9 @@ def _analysis(ch: _Checker, name: str, spec: dict, groups: dict, defaults: dict)
         ch.known_keys(spec, ("type", "group", *allowed), "analyses", name)
         group = spec.get("group", "all" if "all" in groups else None)
         if group not in groups:
+            if group is None:
+                raise ch.fail("no 'group' given and no group named 'all' is defined; add 'group: NAME'",
+                              "analyses", name)
             raise ch.fail(f"unknown group {group!r}; defined groups: {', '.join(groups)}", "analyses", name, "group")
         params = {k: v for k, v in {**defaults, **spec}.items() if k in allowed}
         return {"type": kind, "group": group, "params": params}
@@ -210,6 +246,41 @@ def _analysis(ch: _Checker, name: str, spec: dict, groups: dict, defaults: dict)
         raise ch.fail(f"a {kind} needs {want} ALE analyses, e.g. '{refs_key}: [a, b]'", "analyses", name, refs_key)
     params = {k: v for k, v in spec.items() if k not in ("type", refs_key)}
     return {"type": kind, "refs": [str(r) for r in refs], "params": params}
+
+
+def _param_constraints(kind: str) -> dict:
+    from alemap._validation import Interval, Options
+    from alemap.estimator import _CONSTRAINTS as ale_constraints
+
+    if kind == "ale":
+        return {k: v for k, v in ale_constraints.items() if k != "jobs"}
+    if kind == "contrast":
+        return {"method": Options(("gingerale", "subtraction", "balanced")), "permutations": Interval(int, 1, None),
+                "p": Interval(float, 0, 1, "neither"), "min_volume_mm3": Interval(float, 0, None),
+                "seed": Interval(int, 0, None), "subsamples": Interval(int, 1, None),
+                "target_n": Interval(int, 1, None)}
+    if kind == "conjunction":
+        return {"map": Options(("z_cfwe", "z_vfwe")), "min_volume_mm3": Interval(float, 0, None)}
+    return {"iterations": Interval(int, 1, None), "seed": Interval(int, 0, None),
+            "p": Interval(float, 0, 1, "neither"), "k": Interval(int, 1, None),
+            "dilate_mm": Interval(float, 0, None), "region": Options(("cerebellum", "whole_brain")),
+            "base_rate": Options(("neurosynth",)), "placement": ale_constraints["placement"],
+            "tal2mni": ale_constraints["tal2mni"], "outside_mask": ale_constraints["outside_mask"]}
+
+
+def _check_params(ch: _Checker, name: str, a: dict) -> None:
+    from alemap._validation import validate
+    from alemap.exceptions import ParameterError
+
+    constraints = _param_constraints(a["type"])
+    for key, value in a["params"].items():
+        if key not in constraints or (key == "mask" and value is None):
+            continue
+        try:
+            validate(f"analysis {name!r}", {key: constraints[key]}, {key: value})
+        except ParameterError as exc:
+            where = ("analyses", name, key) if key in ch.loc_keys(name) else ("defaults", key)
+            raise ch.fail(str(exc), *where) from None
 
 
 def _check_refs(ch: _Checker, analyses: dict) -> None:
@@ -228,6 +299,15 @@ def _check_refs(ch: _Checker, analyses: dict) -> None:
                               "contrasts and conjunctions need one mask", "analyses", name, "analyses")
 
 
+def _check_iterations(ch: _Checker, analyses: dict) -> None:
+    for name, a in analyses.items():
+        for r in a.get("refs", []):
+            if analyses[r]["params"].get("iterations", 10000) == 0:
+                raise ch.fail(f"{r!r} has iterations: 0, so it has no FWE-corrected map to "
+                              f"{'contrast' if a['type'] == 'contrast' else 'combine'}; give it iterations",
+                              "analyses", name, "analyses")
+
+
 def load_project(path: str | Path) -> Project:
     """Read and validate a project file."""
     path = Path(path).resolve()
@@ -237,8 +317,10 @@ def load_project(path: str | Path) -> Project:
     ch.known_keys(data, TOP_KEYS)
     inputs = _inputs(ch, data.get("inputs"))
     defaults = ch.mapping(data.get("defaults"), "defaults")
-    ch.known_keys(defaults, ALE_PARAMETERS + ("jobs",), "defaults")
+    ch.known_keys(defaults, ALE_PARAMETERS, "defaults")
     pooling = data.get("pooling", "warn")
+    if pooling is False:  # YAML 1.1 reads an unquoted 'off' as false
+        pooling = "off"
     if pooling not in ("warn", "merge", "off"):
         raise ch.fail("pooling must be 'warn', 'merge' or 'off'", "pooling")
     min_exp = data.get("min_experiments", 17)
@@ -246,6 +328,7 @@ def load_project(path: str | Path) -> Project:
         raise ch.fail("min_experiments must be a positive integer", "min_experiments")
     groups = _groups(ch, data.get("groups"))
     raw_analyses = ch.mapping(data.get("analyses"), "analyses")
+    ch.raw_analyses = raw_analyses
     if not raw_analyses:
         raise ch.fail("no analyses: add e.g. 'analyses: {main: {type: ale, group: all}}'", "analyses")
     analyses = {}
@@ -253,7 +336,9 @@ def load_project(path: str | Path) -> Project:
         ch.safe_name(name, "analyses", name)
         analyses[name] = _analysis(ch, name, ch.mapping(spec, "analyses", name), groups, defaults)
         analyses[name]["line"] = ch.loc.line("analyses", name)
+        _check_params(ch, name, analyses[name])
     _check_refs(ch, analyses)
+    _check_iterations(ch, analyses)
     return Project(
         path=path, name=str(data.get("name", path.stem)), inputs=inputs, defaults=defaults,
         pooling=pooling, min_experiments=min_exp, groups=groups, analyses=analyses,

@@ -62,7 +62,6 @@ class ProjectRun:
     outdir: Path
     status: dict = field(default_factory=dict)
     notes: dict = field(default_factory=dict)
-    clusters: dict = field(default_factory=dict)
 
 
 def _say(quiet: bool, text: str) -> None:
@@ -72,10 +71,13 @@ def _say(quiet: bool, text: str) -> None:
 
 def _load_inputs(project: Project) -> ExperimentSet:
     sets = [load_experiments(spec["path"], space=spec.get("space"), sheet=spec.get("sheet")) for spec in project.inputs]
-    experiments = ExperimentSet.concat(sets) if len(sets) > 1 else sets[0]
-    if project.pooling == "merge":
-        experiments = pool_by_study(experiments)
-    return experiments
+    return ExperimentSet.concat(sets) if len(sets) > 1 else sets[0]
+
+
+def _group_experiments(project: Project, experiments: ExperimentSet, idx: np.ndarray) -> ExperimentSet:
+    """The experiments of one group, pooled by study within the group when asked."""
+    subset = experiments.select(idx)
+    return pool_by_study(subset) if project.pooling == "merge" else subset
 
 
 def _resolve_groups(project: Project, experiments: ExperimentSet) -> dict:
@@ -112,7 +114,7 @@ def _preflight(project: Project, experiments: ExperimentSet, groups: dict) -> di
             if project.pooling == "warn":
                 several = studies_with_several_experiments(experiments.select(idx))
                 if several:
-                    msg = (f"{len(several)} studies contribute several experiments ({', '.join(list(several)[:3])}"
+                    msg = (f"{len(several)} {'study contributes' if len(several) == 1 else 'studies contribute'} several experiments ({', '.join(list(several)[:3])}"
                            f"{' ...' if len(several) > 3 else ''}); if they share subjects they inflate convergence. "
                            "Set 'pooling: merge' to pool them (Turkeltaub et al. 2012).")
                     notes[name].append(msg)
@@ -134,6 +136,19 @@ def _key(*parts) -> str:
     return h.hexdigest()
 
 
+def _ale_files(params: dict) -> tuple:
+    return ALE_FILES if params.get("iterations", 10000) else ALE_FILES[:3] + ALE_FILES[5:]
+
+
+def _downstream(result_like, grid, z_cfwe, z_vfwe, placed=None) -> _MainEffect:
+    # maps round-trip through float32 NIfTI: use the same values whether fresh or reloaded
+    maps = {k: np.asarray(v, dtype=np.float32).astype(np.float64) for k, v in (("z_cfwe", z_cfwe), ("z_vfwe", z_vfwe))
+            if v is not None}
+    exps = placed.experiments if placed is not None else result_like.experiments
+    ijk = placed.ijk if placed is not None else result_like.ijk
+    return _MainEffect(grid, exps, ijk, maps)
+
+
 def _complete(folder: Path, files, key: str) -> bool:
     prov = folder / "provenance.json"
     if not prov.is_file() or not all((folder / f).is_file() for f in files):
@@ -152,19 +167,25 @@ def _estimator(params: dict, project: Project, jobs: int, quiet: bool) -> ALE:
     return ALE(jobs=jobs, quiet=quiet, mask=mask, **kw)
 
 
-def _run_ale(name, a, project, experiments, groups, folder, jobs, quiet, key, inputs):
+def _run_ale(name, a, project, subset, folder, jobs, quiet, key, inputs):
     est = _estimator(a["params"], project, jobs, quiet)
-    subset = experiments.select(groups[a["group"]])
-    if _complete(folder, ALE_FILES, key):
+    grid = est._grid()
+    if _complete(folder, _ale_files(a["params"]), key):
         placed = est.place(subset)
-        z = np.asarray(nib.load(folder / "z_cfwe.nii.gz").dataobj, dtype=np.float64)
-        grid = est._grid()
-        return "skipped (complete)", _MainEffect(grid, placed.experiments, placed.ijk, {"z_cfwe": z.ravel()[grid.mask_flat]})
+        maps = [_read_in_mask(folder / f, grid) for f in ("z_cfwe.nii.gz", "z_vfwe.nii.gz")]
+        return "skipped (complete)", _downstream(None, grid, *maps, placed=placed)
     result = est.fit(subset, checkpoint=folder / CHECKPOINT)
     result.provenance.update(analysis=name, analysis_key=key, group=a["group"], inputs=inputs)
     result.save(folder)
     (folder / CHECKPOINT).unlink(missing_ok=True)
-    return f"{len(result.clusters)} significant cluster(s)", result
+    return (f"{len(result.clusters)} significant cluster(s)",
+            _downstream(result, grid, result.maps.get("z_cfwe"), result.maps.get("z_vfwe")))
+
+
+def _read_in_mask(path: Path, grid):
+    if not path.exists():
+        return None
+    return np.asarray(nib.load(str(path)).dataobj, dtype=np.float64).ravel()[grid.mask_flat]
 
 
 def _write_maps(folder, grid, maps, names):
@@ -179,6 +200,7 @@ def run_project(project: Project, outdir: str | Path, jobs: int = 1, quiet: bool
     groups = _resolve_groups(project, experiments)
     notes = _preflight(project, experiments, groups)
     inputs = [{"path": s["path"], "sha256": file_sha256(s["path"])} for s in project.inputs]
+    input_hashes = [i["sha256"] for i in inputs]  # keys use content, so moving the folder recomputes nothing
     _write_review(project, experiments, outdir)
     order = [n for n, a in project.analyses.items() if a["type"] == "ale"]
     order += [n for n, a in project.analyses.items() if a["type"] != "ale"]
@@ -189,20 +211,23 @@ def run_project(project: Project, outdir: str | Path, jobs: int = 1, quiet: bool
         folder = outdir / name
         folder.mkdir(parents=True, exist_ok=True)
         spec = {k: v for k, v in a.items() if k != "line"}
+        if a["type"] == "contrast":
+            spec["params"] = dict(spec["params"], seed=spec["params"].get("seed", project.defaults.get("seed", 0)))
         if a["type"] in ("ale", "csale"):
-            exps = experiments.select(groups[a["group"]])
-            keys[name] = _key(__version__, spec, inputs, list(exps.names), exps.xyz.tolist(), exps.n_subjects.tolist())
+            exps = _group_experiments(project, experiments, groups[a["group"]])
+            keys[name] = _key(__version__, spec, input_hashes, list(exps.names), exps.xyz.tolist(),
+                              exps.n_subjects.tolist())
         else:
             keys[name] = _key(__version__, spec, [keys[r] for r in a["refs"]])
         _say(quiet, f"[{i}/{len(order)}] {name} ({a['type']})")
         if a["type"] == "ale":
-            status, results[name] = _run_ale(name, a, project, experiments, groups, folder, jobs, quiet, keys[name], inputs)
+            status, results[name] = _run_ale(name, a, project, exps, folder, jobs, quiet, keys[name], inputs)
         elif a["type"] == "csale":
-            status = _run_csale(name, a, project, experiments, groups, folder, jobs, quiet, keys[name], inputs, notes[name])
+            status = _run_csale(name, a, project, exps, folder, jobs, quiet, keys[name], inputs, notes[name])
         elif a["type"] == "contrast":
-            status = _run_contrast(name, a, project, results, folder, keys[name], notes[name], quiet)
+            status = _run_contrast(name, spec, project, results, folder, keys[name], notes[name], quiet)
         else:
-            status = _run_conjunction(name, a, results, folder, keys[name])
+            status = _run_conjunction(name, a, project, results, folder, keys[name])
         run.status[name] = status
         _say(quiet, f"      {name}: {status}")
         for note in notes[name]:
@@ -251,13 +276,14 @@ def _run_contrast(name, a, project, results, folder, key, notes, quiet):
     return f"{n_ab} cluster(s) {a['refs'][0]} > {a['refs'][1]}, {len(res.clusters) - n_ab} the other way"
 
 
-def _run_conjunction(name, a, results, folder, key):
+def _run_conjunction(name, a, project, results, folder, key):
     if _complete(folder, CONJUNCTION_FILES, key):
         return "skipped (complete)"
     params = a["params"]
     which = params.get("map", "z_cfwe")
     grid = results[a["refs"][0]].grid
-    z, table = conjunction([results[r].maps[which] for r in a["refs"]], grid,
+    connectivity = project.analyses[a["refs"][0]]["params"].get("connectivity", 6)
+    z, table = conjunction([results[r].maps[which] for r in a["refs"]], grid, connectivity=connectivity,
                            min_volume_mm3=float(params.get("min_volume_mm3", 0.0)))
     _write_maps(folder, grid, {"z_conjunction": z}, ["z_conjunction"])
     write_text(folder / "clusters.tsv", table.to_csv(sep="\t", index=False, float_format="%.6g"))
@@ -268,14 +294,14 @@ def _run_conjunction(name, a, results, folder, key):
     return f"{len(table)} cluster(s)"
 
 
-def _run_csale(name, a, project, experiments, groups, folder, jobs, quiet, key, inputs, notes):
+def _run_csale(name, a, project, subset, folder, jobs, quiet, key, inputs, notes):
     from alemap.designs.csale import run_csale
 
     if _complete(folder, CSALE_FILES, key):
         return "skipped (complete)"
     prm = dict(a["params"])
     est = _estimator({k: prm.pop(k) for k in ("placement", "tal2mni", "outside_mask") if k in prm}, project, jobs, quiet)
-    placed = est.place(experiments.select(groups[a["group"]]))
+    placed = est.place(subset)
     grid = est._grid()
     res = run_csale(placed, grid, jobs=jobs, quiet=quiet, **prm)
     notes.extend(res.notes)

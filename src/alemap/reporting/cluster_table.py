@@ -25,7 +25,7 @@ def cluster_table(ci, significant: np.ndarray, grid: Grid, ale: np.ndarray, z: n
     """Rows for the clusters numbered in ``significant`` (1-based labels of ``ci``)."""
     if ci is None or len(significant) == 0:
         return pd.DataFrame(columns=COLUMNS)
-    voxel_mm3 = float(abs(np.linalg.det(grid.affine[:3, :3])))
+    voxel_mm3 = grid.voxel_volume_mm3
     labels = ci.labels.ravel()[grid.mask_flat]
     ijk = grid.mask_ijk
     rows = []
@@ -64,7 +64,7 @@ def map_clusters(values: np.ndarray, grid: Grid, connectivity: int = 6, min_volu
     """
     from alemap.corrections.cluster import label_clusters
 
-    voxel_mm3 = float(abs(np.linalg.det(grid.affine[:3, :3])))
+    voxel_mm3 = grid.voxel_volume_mm3
     vol = grid.to_volume(values, dtype=np.float64)
     labels_vol, n = label_clusters(vol > 0, connectivity)
     labels = labels_vol.ravel()[grid.mask_flat]

@@ -365,7 +365,7 @@ def write_labelled_table(result_or_folder, out_tsv: str | Path | None = None, at
         out = Path(out_tsv)
     labels = _cluster_ids(labels)
     table = label_clusters(labels, grid, atlases, stat=z)
-    voxel_mm3 = float(abs(np.linalg.det(grid.affine[:3, :3])))
+    voxel_mm3 = grid.voxel_volume_mm3
     if len(table):
         table.insert(table.columns.get_loc("voxels") + 1, "volume_mm3", table["voxels"] * voxel_mm3)
         peaks = peaks_table(z, labels, grid, min_distance_mm=min_distance_mm, max_subpeaks=max_subpeaks)

@@ -54,6 +54,11 @@ class Grid:
         return np.sqrt((self.affine[:3, :3] ** 2).sum(axis=0))
 
     @property
+    def voxel_volume_mm3(self) -> float:
+        """Volume of one voxel in mm3 (rounded to 1e-6 so 2 mm voxels are exactly 8)."""
+        return round(float(abs(np.linalg.det(self.affine[:3, :3]))), 6)
+
+    @property
     def mask_flat(self) -> np.ndarray:
         """C-order flat indices of the in-mask voxels (ascending)."""
         return np.flatnonzero(self.mask.ravel())
