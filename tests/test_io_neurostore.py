@@ -47,7 +47,8 @@ def test_defaults_report_both_problems_with_counts_and_fixes():
 
 @needs_data
 def test_missing_sample_sizes_alone():
-    with pytest.raises(InputError, match=r"metadata\.parquet: 842 of 848 analyses have no sample size.*default_subjects"):
+    msg = r"metadata\.parquet: 842 of 848 analyses have no sample size.*default_subjects"
+    with pytest.raises(InputError, match=msg):
         read_neurostore(STUDYSET, space_unknown="drop")
 
 
@@ -197,7 +198,8 @@ def test_bad_sample_size_names_analysis(tmp_path, value):
 
 def test_unknown_space_options(tmp_path):
     folder = _small(tmp_path, c__space=["MNI", "UNKNOWN", "MNI", None])
-    with pytest.raises(InputError, match=r"2 foci in 2 analyses .*\(\(empty\), UNKNOWN\), e\.g\. row 2 \(analysis 's2-a'\)"):
+    msg = r"2 foci in 2 analyses .*\(\(empty\), UNKNOWN\), e\.g\. row 2 \(analysis 's2-a'\)"
+    with pytest.raises(InputError, match=msg):
         read_neurostore(folder, default_subjects=20)
     s = read_neurostore(folder, default_subjects=20, space_unknown="mni")
     assert s.spaces == ("MNI", "MNI", "MNI")
@@ -209,7 +211,8 @@ def test_unknown_space_options(tmp_path):
 
 def test_mixed_space_analysis(tmp_path):
     folder = _small(tmp_path, c__space=["MNI", "TAL", "TAL", "MNI"])
-    with pytest.raises(InputError, match=r"coordinates\.parquet#s1-a: analysis mixes MNI and Talairach foci \(rows 1, 3\)"):
+    msg = r"coordinates\.parquet#s1-a: analysis mixes MNI and Talairach foci \(rows 1, 3\)"
+    with pytest.raises(InputError, match=msg):
         read_neurostore(folder, default_subjects=20)
 
 

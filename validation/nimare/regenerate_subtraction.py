@@ -73,7 +73,9 @@ MAP_KEYS = {
 def select_subset(folder: Path, per_group: int, affine: np.ndarray, shape) -> dict:
     """The deterministic subset: ids, groups, foci (in-grid MNI), in NiMARE's id order per group."""
     meta = pd.read_parquet(folder / "metadata.parquet", columns=["id", LABEL_COLUMN])
-    coords = pd.read_parquet(folder / "coordinates.parquet", columns=["id", "study_id", "contrast_id", "x", "y", "z", "space"])
+    coords = pd.read_parquet(
+        folder / "coordinates.parquet", columns=["id", "study_id", "contrast_id", "x", "y", "z", "space"]
+    )
     all_mni = coords.groupby("id")["space"].agg(lambda s: bool((s == "MNI").all()))
     label = meta.set_index("id")[LABEL_COLUMN]
     ids, groups = [], []
@@ -273,7 +275,7 @@ def full_alemap(permutations: int) -> int:
         "seconds_read": round(t_read, 3), "seconds_fit": round(t_fit, 2), "seconds_contrast": round(t_contrast, 2),
         "seconds_per_permutation": t_contrast / permutations,
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-        "voxels_p_below_0.001": int((cr.maps["p_subtraction"] < 0.001).sum()),
+        "voxels_p_below_0.01": int((cr.maps["p_subtraction"] < 0.01).sum()),
     }, indent=1), flush=True)
     return 0
 

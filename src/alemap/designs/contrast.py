@@ -171,7 +171,12 @@ def run_contrast(result_a, result_b, method="gingerale", permutations=None, p=No
         counts = permutation_counts(sub, n_a, n_perm, seed, progress) if cols.size else None
     maps = _expand(counts, cols, grid.n_voxels, method, sig_a, sig_b, p_thr)
     table = _tables(maps, grid, connectivity, min_vol)
-    return ContrastResult(maps=maps, clusters=table, params=params, notes=_notes(n_a, n_b, method, cols.size))
+    notes = _notes(n_a, n_b, method, cols.size)
+    floor = (2.0 if method == "subtraction" else 1.0) / n_perm
+    if floor >= p_thr:
+        notes.append(f"with {n_perm} permutations the smallest attainable p is {floor:.2g}, not below p = {p_thr}: "
+                     "no voxel can pass; use more permutations.")
+    return ContrastResult(maps=maps, clusters=table, params=params, notes=notes)
 
 
 def _expand(counts, cols, n_vox, method, sig_a, sig_b, p_thr):

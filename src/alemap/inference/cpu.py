@@ -31,6 +31,11 @@ import numpy as np
 
 __all__ = ["Workspace", "run_batch", "neighbour_offsets"]
 
+#: Above this share of candidate blocks the pruned path costs more than the whole grid.
+MAX_CANDIDATE_SHARE = 0.25
+#: Iterations to skip pruning after it did not pay (results are identical either way).
+PRUNE_BACKOFF = 15
+
 
 def neighbour_offsets(connectivity: int) -> np.ndarray:
     """(n, 3) voxel offsets of the neighbours for 6-, 18- or 26-connectivity."""
@@ -93,35 +98,42 @@ def _flush_box(dst, src, w, ci, cj, ck, nx, ny, nz):
                 src[base + c] = 0.0
 
 
-@numba.njit(cache=True, nogil=True)
-def _experiment_overlaps(ijk, a, b, w):
-    for f in range(a, b):
-        for g in range(f + 1, b):
-            if (
-                abs(ijk[f, 0] - ijk[g, 0]) < w
-                and abs(ijk[f, 1] - ijk[g, 1]) < w
-                and abs(ijk[f, 2] - ijk[g, 2]) < w
-            ):
-                return True
-    return False
+@numba.njit(cache=True, nogil=True, inline="always")
+def _isolated(ijk, a, b, f, w):
+    """True when no other focus of the experiment (rows a..b) has a kernel box overlapping f's."""
+    for g in range(a, b):
+        if g != f and abs(ijk[g, 0] - ijk[f, 0]) < w and abs(ijk[g, 1] - ijk[f, 1]) < w \
+                and abs(ijk[g, 2] - ijk[f, 2]) < w:
+            return False
+    return True
 
 
 @numba.njit(cache=True, nogil=True)
 def _accumulate(ijk, exp_offsets, cube_of_exp, log1m_k, start, width, shape, log1m, combine):
+    """log(1 - ALE) on the whole grid.
+
+    Non-additive MA (Turkeltaub 2012): a focus whose kernel box overlaps no
+    other focus of its experiment is added straight in; the overlapping foci
+    of an experiment are first combined by voxel-wise minimum of log(1 - k)
+    in ``combine`` and then added once. Either way each voxel receives the
+    experiment's minimum exactly once."""
     nx, ny, nz = shape[0], shape[1], shape[2]
     for e in range(exp_offsets.shape[0] - 1):
         j = cube_of_exp[e]
         w = width[j]
         s0 = start[j]
         a, b = exp_offsets[e], exp_offsets[e + 1]
-        if not _experiment_overlaps(ijk, a, b, w):
-            for f in range(a, b):
+        any_overlap = False
+        for f in range(a, b):
+            if _isolated(ijk, a, b, f, w):
                 _add_box(log1m, log1m_k, s0, w, ijk[f, 0], ijk[f, 1], ijk[f, 2], nx, ny, nz)
-        else:
-            for f in range(a, b):
+            else:
+                any_overlap = True
                 _min_box(combine, log1m_k, s0, w, ijk[f, 0], ijk[f, 1], ijk[f, 2], nx, ny, nz)
+        if any_overlap:
             for f in range(a, b):
-                _flush_box(log1m, combine, w, ijk[f, 0], ijk[f, 1], ijk[f, 2], nx, ny, nz)
+                if not _isolated(ijk, a, b, f, w):
+                    _flush_box(log1m, combine, w, ijk[f, 0], ijk[f, 1], ijk[f, 2], nx, ny, nz)
 
 
 @numba.njit(cache=True, nogil=True)
@@ -260,17 +272,17 @@ def _exact_on_candidates(ijk, exp_offsets, cube_of_exp, log1m_k, start, width, s
         r = w // 2
         s0 = start[j]
         a0, a1 = exp_offsets[e], exp_offsets[e + 1]
-        if not _experiment_overlaps(ijk, a0, a1, w):
+        any_overlap = False
+        for f in range(a0, a1):
+            mode = 0 if _isolated(ijk, a0, a1, f, w) else 1
+            any_overlap = any_overlap or mode == 1
+            _visit_focus(mode, ijk[f, 0], ijk[f, 1], ijk[f, 2], r, w, s0, log1m_k, shape, bshape,
+                         cand_list, n_cand, log1m, combine)
+        if any_overlap:
             for f in range(a0, a1):
-                _visit_focus(0, ijk[f, 0], ijk[f, 1], ijk[f, 2], r, w, s0, log1m_k, shape, bshape,
-                             cand_list, n_cand, log1m, combine)
-        else:
-            for f in range(a0, a1):
-                _visit_focus(1, ijk[f, 0], ijk[f, 1], ijk[f, 2], r, w, s0, log1m_k, shape, bshape,
-                             cand_list, n_cand, log1m, combine)
-            for f in range(a0, a1):
-                _visit_focus(2, ijk[f, 0], ijk[f, 1], ijk[f, 2], r, w, s0, log1m_k, shape, bshape,
-                             cand_list, n_cand, log1m, combine)
+                if not _isolated(ijk, a0, a1, f, w):
+                    _visit_focus(2, ijk[f, 0], ijk[f, 1], ijk[f, 2], r, w, s0, log1m_k, shape, bshape,
+                                 cand_list, n_cand, log1m, combine)
 
 
 @numba.njit(cache=True, nogil=True)
@@ -301,16 +313,22 @@ def _pruned(ijk, exp_offsets, cube_of_exp, cube_of_focus, log1m_k, start, width,
     """Iteration restricted to blocks whose bound can exceed the threshold.
 
     Returns (min log1m, n_supra); n_supra = -1 asks for the brute-force path
-    (no voxel above threshold, so the maximum may lie outside the candidates)."""
+    (no voxel above threshold, so the maximum may lie outside the candidates),
+    -2 says that too many blocks are candidates for pruning to pay."""
     ny, nz = shape[1], shape[2]
     BY, BZ = bshape[1], bshape[2]
     _bound_pass(ijk, cube_of_focus, blog, bstart, bwidth, dlo, bshape, bound)
     n_cand = 0
+    n_in = 0
     for q in range(bound.shape[0]):
-        if bound[q] < log_cut and block_in_mask[q]:
-            cand_list[n_cand] = q
-            n_cand += 1
+        if block_in_mask[q]:
+            n_in += 1
+            if bound[q] < log_cut:
+                cand_list[n_cand] = q
+                n_cand += 1
     bound[:] = 0.0
+    if n_cand > MAX_CANDIDATE_SHARE * n_in:
+        return 0.0, -2  # pruning would not pay: let the caller compute the whole grid
     _exact_on_candidates(ijk, exp_offsets, cube_of_exp, log1m_k, start, width, shape, bshape,
                          cand_list, n_cand, log1m, combine)
     best = 0.0
@@ -349,6 +367,7 @@ def run_batch_kernel(draws, mask_ijk, mask_flat, mask_grid, exp_offsets, cube_of
     numbers for every focus (in experiment order)."""
     n_foci = draws.shape[1]
     ijk = np.empty((n_foci, 3), dtype=np.int64)
+    skip_prune = 0
     for t in range(draws.shape[0]):
         for f in range(n_foci):
             m = draws[t, f]
@@ -356,11 +375,15 @@ def run_batch_kernel(draws, mask_ijk, mask_flat, mask_grid, exp_offsets, cube_of
             ijk[f, 1] = mask_ijk[m, 1]
             ijk[f, 2] = mask_ijk[m, 2]
         n_supra = -1
-        if prune:
+        if prune and skip_prune == 0:
             best, n_supra = _pruned(ijk, exp_offsets, cube_of_exp, cube_of_focus, log1m_k, start,
                                     width, shape, blog, bstart, bwidth, dlo, bshape, block_in_mask,
                                     mask_grid, log_cut, cut_ale, log1m, combine, supra, label,
                                     bound, cand_list)
+        if n_supra == -2:
+            skip_prune = PRUNE_BACKOFF  # dense null: stop trying for a while, then look again
+        elif skip_prune > 0:
+            skip_prune -= 1
         if n_supra < 0:
             best, n_supra = _brute_force(ijk, exp_offsets, cube_of_exp, log1m_k, start, width, shape,
                                          mask_flat, log_cut, cut_ale, log1m, combine, supra, label)

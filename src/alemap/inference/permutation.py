@@ -99,6 +99,18 @@ def permutation_counts(
     return PermutationCounts(observed, upper, lower, n_permutations)
 
 
+def _sum_threshold(observed: np.ndarray, total: np.ndarray) -> np.ndarray:
+    """Group-A log-sum ``S*`` at which the ALE difference equals ``observed``.
+
+    ``d(S) = exp(total - S) - exp(S)`` falls strictly as ``S`` grows, so
+    ``d >= observed`` exactly when ``S <= S*``; with ``y = exp(S*)``,
+    ``y**2 + observed * y - exp(total) = 0``. Counting then needs no
+    exponential per permutation.
+    """
+    y = 0.5 * (-observed + np.sqrt(observed**2 + 4.0 * np.exp(total)))
+    return np.log(y)
+
+
 def _chunk_counts(block, n_a, n_permutations, seed, progress):
     n_total = block.shape[0]
     total = block.sum(axis=0)
@@ -106,15 +118,17 @@ def _chunk_counts(block, n_a, n_permutations, seed, progress):
     upper = np.zeros(block.shape[1], dtype=np.int64)
     lower = np.zeros(block.shape[1], dtype=np.int64)
     # a few ulps of tolerance: a reassignment equal to the observed split (up to
-    # summation order) must count as a tie
+    # summation order) must count as a tie in both tails
     tol = 1e-12 * np.abs(observed) + 1e-15
+    s_hi = _sum_threshold(observed - tol, total)  # d >= observed - tol  <=>  S <= s_hi
+    s_lo = _sum_threshold(observed + tol, total)  # d <= observed + tol  <=>  S >= s_lo
     done = 0
     b = 0
     while done < n_permutations:
         rows = min(BATCH, n_permutations - done)
-        d = _diff(assignment_batch(seed, b, rows, n_total, n_a) @ block, total)
-        upper += (d >= observed - tol).sum(axis=0)
-        lower += (d <= observed + tol).sum(axis=0)
+        sums = assignment_batch(seed, b, rows, n_total, n_a) @ block
+        upper += (sums <= s_hi).sum(axis=0)
+        lower += (sums >= s_lo).sum(axis=0)
         done += rows
         b += 1
         if progress is not None:

@@ -25,9 +25,12 @@ Mapping to an :class:`~alemap.data.ExperimentSet`:
 * **Tags**: ``task`` = the group label (the ``comparison_task`` column, e.g.
   ``n-back`` / ``flanker``), then every other *scalar* metadata column with a
   non-empty value under its own name (strings stripped; whole floats written
-  without ``.0``; list columns and ids skipped). ``subjects_source`` tells
-  where the sample size came from (a metadata column, or ``default``);
-  ``space_reported`` is added where the reported space was not MNI/TAL.
+  without ``.0``; list columns and ids skipped; a column whose name is
+  already a tag, e.g. ``task``, becomes ``metadata.<column>``), then
+  ``analysis_name`` from the analyses table if the metadata has none.
+  ``subjects_source`` tells where the sample size came from (a metadata
+  column, or ``default``); ``space_reported`` is added where the reported
+  space was not MNI/TAL.
 * **Sample size**: the first non-empty of the metadata columns
   ``sample_sizes`` (a list: ``round(mean)``, as NiMARE), ``sample_size``,
   ``n_subjects``, ``subjects``. NeuroStore rarely has one, so missing sample
@@ -39,10 +42,15 @@ Mapping to an :class:`~alemap.data.ExperimentSet`:
   ``space_unknown``: ``"error"`` (default), ``"mni"`` (read as MNI) or
   ``"drop"`` (drop those foci, and analyses left with none; counted in a
   :class:`UserWarning`). One analysis must not mix MNI and TAL foci.
+  Unknown spaces and missing sample sizes are reported in one error, so a
+  single run lists every fix the studyset needs.
 * **Origins**: ``FocusOrigin("<coordinates.parquet>#<analysis id>", row)``
   with the 1-based row of the focus in ``coordinates.parquet``.
 
-Reading needs ``pyarrow`` (``pip install 'alemap[parquet]'``).
+:func:`alemap.io.load_experiments` sends a folder or a ``.parquet`` path here
+with the default arguments (its ``space=`` does not apply); call
+:func:`read_neurostore` directly to pass ``default_subjects`` or
+``space_unknown``. Reading needs ``pyarrow`` (``pip install 'alemap[parquet]'``).
 """
 
 from __future__ import annotations
@@ -101,10 +109,15 @@ def _table_paths(path: Path) -> tuple[Path, dict[str, Path]]:
         try:
             spec = json.loads(manifest.read_text(encoding="utf-8"))
         except (json.JSONDecodeError, UnicodeDecodeError) as err:
-            raise InputError(f"{manifest}: not valid JSON ({err}); fix the file or delete it to use default table names.") from None
+            raise InputError(
+                f"{manifest}: not valid JSON ({err}); fix the file or delete it to use the default table names."
+            ) from None
         tables = spec.get("tables") if isinstance(spec, dict) else None
         if tables is not None and not isinstance(tables, dict):
-            raise InputError(f"{manifest}: 'tables' must map table names to file names, e.g. {{\"analyses\": \"analyses.parquet\"}}.")
+            raise InputError(
+                f"{manifest}: 'tables' must map table names to file names, "
+                'e.g. {"analyses": "analyses.parquet"}.'
+            )
         names.update({k: str(v) for k, v in (tables or {}).items() if k in names})
     paths = {k: folder / v for k, v in names.items()}
     for required in ("analyses", "coordinates"):
@@ -205,7 +218,8 @@ def _check_params(default_subjects, space_unknown) -> None:
         ok = isinstance(default_subjects, (int, np.integer)) and not isinstance(default_subjects, bool)
         if not ok or not 0 < int(default_subjects) <= MAX_SUBJECTS:
             raise ParameterError(
-                f"default_subjects={default_subjects!r} is not valid; give a positive whole number of subjects, e.g. 20."
+                f"default_subjects={default_subjects!r} is not valid; "
+                "give a positive whole number of subjects, e.g. 20."
             )
 
 
@@ -299,11 +313,15 @@ def read_neurostore(
     for k, (i, s) in enumerate(zip(ids, studies)):
         if not i or not s:
             column = "id" if not i else "study_id"
-            raise InputError(f"{a_path}: row {k + 1} has an empty {column!r}; every analysis needs an id and a study_id.")
+            raise InputError(
+                f"{a_path}: row {k + 1} has an empty {column!r}; every analysis needs an id and a study_id."
+            )
     id_pos: dict[str, int] = {}
     for k, i in enumerate(ids):
         if i in id_pos:
-            raise InputError(f"{a_path}: analysis id {i!r} appears twice (rows {id_pos[i] + 1} and {k + 1}); ids must be unique.")
+            raise InputError(
+                f"{a_path}: analysis id {i!r} appears twice (rows {id_pos[i] + 1} and {k + 1}); ids must be unique."
+            )
         id_pos[i] = k
     n_analyses = len(ids)
 
