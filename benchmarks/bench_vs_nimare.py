@@ -87,6 +87,46 @@ def _child_nimare(data: str, iters: int, cores: int) -> dict:
     return {"s_per_iter": dt / iters, "fit_s": t_fit, "peak_rss_mb": rss, "p95_size": float(np.quantile(sizes, 0.95))}
 
 
+def _split(n):
+    return list(range(0, n, 2)), list(range(1, n, 2))  # alternate experiments: two groups of ~equal size
+
+
+def _child_alemap_contrast(data: str, perms: int) -> dict:
+    import resource
+
+    from alemap import ALE
+    from alemap.designs.contrast import run_contrast
+    from alemap.io import load_experiments
+
+    s = load_experiments(data)
+    ia, ib = _split(s.n_experiments)
+    est = ALE(iterations=0, placement="nimare", quiet=True)
+    ra, rb = est.fit(s.select(ia)), est.fit(s.select(ib))
+    run_contrast(ra, rb, method="subtraction", permutations=64, seed=9)  # warm-up
+    t0 = time.perf_counter()
+    run_contrast(ra, rb, method="subtraction", permutations=perms, seed=1)
+    dt = time.perf_counter() - t0
+    return {"s_per_perm": dt / perms, "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+
+
+def _child_nimare_contrast(data: str, perms: int) -> dict:
+    import resource
+    import warnings
+
+    warnings.filterwarnings("ignore")
+    from nimare.io import convert_sleuth_to_dataset
+    from nimare.meta.cbma.ale import ALESubtraction
+
+    dset = convert_sleuth_to_dataset(data, target="ale_2mm")
+    ids = sorted(dset.ids)
+    ia, ib = _split(len(ids))
+    d1, d2 = dset.slice([ids[i] for i in ia]), dset.slice([ids[i] for i in ib])
+    t0 = time.perf_counter()
+    ALESubtraction(n_iters=perms, n_cores=1).fit(d1, d2)
+    dt = time.perf_counter() - t0
+    return {"s_per_perm": dt / perms, "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+
+
 def _run_child(tool: str, data: str, iters: int, workers: int) -> dict:
     cmd = [sys.executable, __file__, "--child", tool, "--data", data, "--iters", str(iters), "--workers", str(workers)]
     out = subprocess.run(cmd, check=True, capture_output=True, text=True)
@@ -104,7 +144,8 @@ def main(argv=None) -> int:
     ap.add_argument("--alemap-iters", type=int, default=2000)
     ap.add_argument("--nimare-iters", type=int, default=200)
     ap.add_argument("--repeats", type=int, default=3)
-    ap.add_argument("--child", choices=("alemap", "nimare"))
+    ap.add_argument("--contrast-perms", type=int, default=1000, help="permutations per tool for the contrast part")
+    ap.add_argument("--child", choices=("alemap", "nimare", "alemap-contrast", "nimare-contrast"))
     ap.add_argument("--iters", type=int)
     ap.add_argument("--workers", type=int, default=1)
     args = ap.parse_args(argv)
@@ -113,6 +154,12 @@ def main(argv=None) -> int:
         return 0
     if args.child == "nimare":
         print(json.dumps(_child_nimare(args.data, args.iters, args.workers)))
+        return 0
+    if args.child == "alemap-contrast":
+        print(json.dumps(_child_alemap_contrast(args.data, args.iters)))
+        return 0
+    if args.child == "nimare-contrast":
+        print(json.dumps(_child_nimare_contrast(args.data, args.iters)))
         return 0
     cores = os.cpu_count() or 1
     print(f"machine: {platform.processor() or platform.machine()}, {cores} cores, Python {platform.python_version()}")
@@ -130,6 +177,14 @@ def main(argv=None) -> int:
     print(f"ratio, one core   (NiMARE n_cores=1 / alemap jobs=1): {rows[('nimare', 1)]['s_per_iter'] / rows[('alemap', 1)]['s_per_iter']:.1f}x")
     print(f"ratio, all cores  (NiMARE fastest / alemap jobs={cores}): {nim_best / rows[('alemap', cores)]['s_per_iter']:.1f}x")
     print(f"10,000 iterations: alemap {rows[('alemap', cores)]['s_per_iter'] * 1e4:.1f} s, NiMARE {nim_best * 1e4:.0f} s")
+    # contrast: whole-brain label-exchange subtraction, experiments split alternately in two groups
+    con = {}
+    for tool in ("alemap-contrast", "nimare-contrast"):
+        runs = [_run_child(tool, args.data, args.contrast_perms, 1) for _ in range(args.repeats)]
+        con[tool] = _median([r["s_per_perm"] for r in runs])
+        print(f"{tool:16s} {con[tool] * 1e3:9.2f} ms/permutation  peak RSS {runs[0]['peak_rss_mb']:7.0f} MB")
+    print(f"ratio, contrast (NiMARE ALESubtraction / alemap subtraction): "
+          f"{con['nimare-contrast'] / con['alemap-contrast']:.1f}x")
     return 0
 
 
