@@ -227,7 +227,12 @@ def _analysis(ch: _Checker, name: str, spec: dict, groups: dict, defaults: dict)
         raise ch.fail(f"unknown analysis type {kind!r}; expected one of {ANALYSIS_TYPES}", "analyses", name, "type")
     if kind in ("ale", "csale"):
         allowed = ALE_PARAMETERS if kind == "ale" else CSALE_PARAMETERS
-        ch.known_keys(spec, ("type", "group", *allowed), "analyses", name)
+        extra = ("stability",) if kind == "ale" else ()
+        ch.known_keys(spec, ("type", "group", *extra, *allowed), "analyses", name)
+        stability = spec.get("stability", 0)
+        if kind == "ale" and (not isinstance(stability, int) or isinstance(stability, bool) or stability < 0):
+            raise ch.fail("stability must be a whole number of subsamples (0 = off), e.g. 'stability: 100'",
+                          "analyses", name, "stability")
         group = spec.get("group", "all" if "all" in groups else None)
         if group not in groups:
             if group is None:
@@ -235,7 +240,10 @@ def _analysis(ch: _Checker, name: str, spec: dict, groups: dict, defaults: dict)
                               "analyses", name)
             raise ch.fail(f"unknown group {group!r}; defined groups: {', '.join(groups)}", "analyses", name, "group")
         params = {k: v for k, v in {**defaults, **spec}.items() if k in allowed}
-        return {"type": kind, "group": group, "params": params}
+        out = {"type": kind, "group": group, "params": params}
+        if kind == "ale" and stability:
+            out["stability"] = stability
+        return out
     refs_key = "analyses"
     allowed = ("type", refs_key, *(CONTRAST_PARAMETERS if kind == "contrast" else CONJUNCTION_PARAMETERS))
     ch.known_keys(spec, allowed, "analyses", name)

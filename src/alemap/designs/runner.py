@@ -176,10 +176,23 @@ def _run_ale(name, a, project, subset, folder, jobs, quiet, key, inputs):
         return "skipped (complete)", _downstream(None, grid, *maps, placed=placed)
     result = est.fit(subset, checkpoint=folder / CHECKPOINT)
     result.provenance.update(analysis=name, analysis_key=key, group=a["group"], inputs=inputs)
+    if a.get("stability") and len(result.clusters):
+        _write_stability(result, a, folder, jobs)
     result.save(folder)
     (folder / CHECKPOINT).unlink(missing_ok=True)
     return (f"{len(result.clusters)} significant cluster(s)",
             _downstream(result, grid, result.maps.get("z_cfwe"), result.maps.get("z_vfwe")))
+
+
+def _write_stability(result, a, folder, jobs):
+    from alemap.designs.stability import cluster_stability
+
+    params = a["params"]
+    st = cluster_stability(result, subsamples=a["stability"], iterations=min(1000, params.get("iterations", 1000)),
+                           seed=params.get("seed", 0), jobs=jobs)
+    write_text(folder / "stability.tsv", st.table.to_csv(sep="\t", index=False, float_format="%.4g"))
+    write_nifti(folder / "stability.nii.gz", result.grid.to_image(st.map))
+    result.provenance["stability"] = st.params
 
 
 def _read_in_mask(path: Path, grid):

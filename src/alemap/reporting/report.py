@@ -96,10 +96,18 @@ def _collect(outdir: Path) -> tuple[list[_Analysis], dict | None]:
                          "give the output folder of 'alemap ale' or 'alemap run'.")
     out = []
     for folder in folders:
+        if not (folder / "provenance.json").exists():
+            raise InputError(f"'{folder}' has no provenance.json: the analysis did not finish; rerun the same "
+                             "command to complete it, then 'alemap report'.")
         prov = _read_json(folder / "provenance.json")
         tsv = folder / "clusters.tsv"
         table = pd.read_csv(tsv, sep="\t") if tsv.exists() and tsv.stat().st_size else pd.DataFrame()
-        out.append(_Analysis(folder.name if meta else "ALE", _kind(prov, folder), folder, prov, table))
+        a = _Analysis(folder.name if meta else "ALE", _kind(prov, folder), folder, prov, table)
+        written_by = prov.get("versions", {}).get("alemap")
+        if written_by and written_by != __version__:
+            a.notes.append(f"This folder was written by alemap {written_by}; this report is by alemap "
+                           f"{__version__}. Rerun the analysis with this version to be sure the two agree.")
+        out.append(a)
     return out, meta
 
 
@@ -200,6 +208,9 @@ def build_report(outdir: str | Path) -> Path:
         rob = a.folder / "robustness.tsv"
         if rob.exists():
             a.robustness = pd.read_csv(rob, sep="\t")
+            stab = a.folder / "stability.tsv"
+            if stab.exists():
+                a.robustness = a.robustness.merge(pd.read_csv(stab, sep="\t"), on="cluster", how="left")
     methods_html, refs = _methods(analyses)
     extra = _project_sections(outdir, project, analyses)
     body = [
