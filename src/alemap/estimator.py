@@ -8,6 +8,7 @@ pipeline (prepare foci -> MA maps -> ALE -> analytic null -> Monte Carlo null
 from __future__ import annotations
 
 import time
+import warnings
 from pathlib import Path
 from typing import Sequence
 
@@ -18,10 +19,11 @@ from alemap._validation import Interval, Options, validate
 from alemap.corrections.cluster import CONNECTIVITIES, cluster_inference
 from alemap.corrections.voxel import fdr_threshold, fwe_p_from_null, fwe_threshold
 from alemap.data.experiment_set import ExperimentSet
-from alemap.exceptions import InputError
+from alemap.exceptions import AlemapError, InputError
 from alemap.inference.checkpoint import NullCheckpoint
 from alemap.inference.montecarlo import run_null
 from alemap.inference.plan import make_plan
+from alemap.io.sleuth import MAX_ABS_MM
 from alemap.kernels.gaussian import kernel_cubes
 from alemap.reporting.cluster_table import cluster_table
 from alemap.reporting.provenance import build_provenance
@@ -167,6 +169,7 @@ class ALE:
         plan = make_plan(grid.mask, exps.offsets, cube_of_exp, cubes, cut, self.connectivity)
         maxima = self._monte_carlo(plan, placed, grid, checkpoint)
         maps, clusters, thresholds = self._correct(grid, ale, p, z, cut, maxima)
+        _check_maps(maps)
         provenance = build_provenance(
             self.get_params(), grid, placed, inputs, time.perf_counter() - t0, thresholds,
             n_experiments_input=experiments.n_experiments,
@@ -255,5 +258,54 @@ def _check_experiments(experiments: ExperimentSet) -> None:
     if not np.all(np.isfinite(experiments.xyz)):
         f = int(np.flatnonzero(~np.all(np.isfinite(experiments.xyz), axis=1))[0])
         raise InputError(f"{experiments.origins[f]}: coordinate is not a finite number; fix or remove it.")
+    huge = np.flatnonzero(np.any(np.abs(experiments.xyz) > MAX_ABS_MM, axis=1))
+    if huge.size:  # a typo or unit error; also keeps the mm -> voxel casts far from overflow
+        f = int(huge[0])
+        raise InputError(f"{experiments.origins[f]}: coordinate {tuple(experiments.xyz[f].tolist())} is implausibly "
+                         f"large (beyond +-{MAX_ABS_MM:g} mm); give MNI or Talairach coordinates in mm.")
     if len(set(experiments.names)) != experiments.n_experiments:
         raise InputError("Experiment names must be unique; rename the duplicates.")
+    _warn_identical(experiments)
+
+
+def _warn_identical(experiments: ExperimentSet) -> None:
+    """Warn about experiments with the same sample size, space and foci under different names.
+
+    ALE counts each as an independent experiment; a pasted-twice experiment
+    inflates convergence where it reports foci.
+    """
+    first: dict = {}
+    pairs = []
+    for i in range(experiments.n_experiments):
+        foci = np.round(experiments.foci(i), 6)
+        key = (int(experiments.n_subjects[i]), experiments.spaces[i], foci[np.lexsort(foci.T[::-1])].tobytes())
+        if key in first:
+            pairs.append((first[key], i))
+        else:
+            first[key] = i
+    if pairs:
+        shown = "; ".join(f"{experiments.names[a]!r} = {experiments.names[b]!r}" for a, b in pairs[:3])
+        more = f" and {len(pairs) - 3} more" if len(pairs) > 3 else ""
+        warnings.warn(
+            f"{len(pairs)} experiment(s) repeat another experiment exactly (same subjects, space and foci): "
+            f"{shown}{more}. ALE counts each copy as an independent experiment; delete copies that are the "
+            "same experiment listed twice.",
+            UserWarning, stacklevel=4,
+        )
+
+
+def _check_maps(maps: dict) -> None:
+    """Numerical guard before anything is written: ALE in [0, 1], p in (0, 1], z finite."""
+    problems = []
+    ale = maps["ale"]
+    if not (np.all(np.isfinite(ale)) and np.all(ale >= 0.0) and np.all(ale <= 1.0)):
+        problems.append("ALE outside [0, 1]")
+    for key in ("p", "p_vfwe"):
+        if key in maps and not (np.all(maps[key] > 0.0) and np.all(maps[key] <= 1.0)):
+            problems.append(f"{key} outside (0, 1]")
+    bad_z = [k for k in maps if k.startswith("z") and not np.all(np.isfinite(maps[k]))]
+    if bad_z:
+        problems.append(f"non-finite values in {', '.join(bad_z)}")
+    if problems:
+        raise AlemapError(f"numerical problem in the results ({'; '.join(problems)}); nothing was written. "
+                          "This is a bug in alemap: please report it with the input.")

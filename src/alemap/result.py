@@ -67,7 +67,8 @@ class ALEResult:
         """NIfTI image of map ``name`` (see :data:`MAP_FILES`)."""
         if name not in self.maps:
             raise KeyError(f"No map {name!r}; available: {sorted(self.maps)}.")
-        dtype = np.int16 if name == "clusters" else np.float32
+        # p can be far below float32's smallest value (1.4e-45) where convergence is strong
+        dtype = np.int16 if name == "clusters" else np.float64 if name.startswith("p") else np.float32
         return self.grid.to_image(self.maps[name], dtype=dtype)
 
     def save(self, outdir: str | Path) -> Path:

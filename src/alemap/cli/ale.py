@@ -7,9 +7,31 @@ import os
 import sys
 from pathlib import Path
 
-__all__ = ["add_parser", "run", "add_ale_options", "estimator_from_args", "run_analysis"]
+__all__ = ["add_parser", "run", "add_ale_options", "estimator_from_args", "run_analysis", "memory_size",
+           "add_max_memory_option", "INCOMPLETE_MARKERS"]
 
 CHECKPOINT_NAME = ".alemap-null-checkpoint.npz"
+#: Files that say "this folder holds a finished run"; removed before a new run overwrites the folder's outputs.
+INCOMPLETE_MARKERS = ("provenance.json", "report.html")
+
+
+def memory_size(text: str) -> int:
+    """argparse type of ``--max-memory``: bytes of ``2G``, ``512M``, ``1.5GiB`` ..."""
+    from alemap._limits import parse_size
+
+    try:
+        return parse_size(text)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+
+
+def add_max_memory_option(p: argparse.ArgumentParser) -> None:
+    """``--max-memory SIZE``: shared by ``ale`` and ``run``."""
+    p.add_argument(
+        "--max-memory", type=memory_size, default=None, metavar="SIZE",
+        help="memory cap, e.g. 2G or 512M (powers of 1024): --jobs is lowered to fit, or the run stops before "
+             "computing with the memory it needs (default: the memory available)",
+    )
 
 
 def add_ale_options(p: argparse.ArgumentParser) -> None:
@@ -28,6 +50,9 @@ def add_ale_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--jobs", type=int, default=None, help="CPU threads (default: all cores)")
     p.add_argument("--quiet", action="store_true", help="no progress bar or summary")
     p.add_argument("--no-report", action="store_true", help="do not write report.html")
+    p.add_argument("--fail-safe-n", action="store_true",
+                   help="also compute each cluster's fail-safe N (Acar et al. 2018; slow: many refits)")
+    p.add_argument("--fsn-iterations", type=int, default=500, help="Monte Carlo iterations per fail-safe N refit")
 
 
 def add_parser(sub) -> None:
@@ -35,6 +60,7 @@ def add_parser(sub) -> None:
     p = sub.add_parser("ale", help="run one ALE meta-analysis", description=__doc__)
     p.add_argument("inputs", nargs="+", type=Path, metavar="INPUT", help="Sleuth text, CSV/TSV/XLSX table or NiMARE JSON")
     add_ale_options(p)
+    add_max_memory_option(p)
     p.set_defaults(run=run)
 
 
@@ -51,14 +77,37 @@ def estimator_from_args(args):
 
 
 def run_analysis(inputs, args) -> int:
-    """Fit, save, clean the checkpoint and print a summary."""
+    """Check inputs and resources, fit, save, clean the checkpoint and print a summary.
+
+    Before anything is computed: the inputs are read (errors name file and
+    line), the output folder must be writable with room for the outputs, and
+    the memory estimate must fit ``--max-memory`` (or the memory available),
+    lowering ``--jobs`` if needed (:mod:`alemap._limits`). Temporary files of
+    killed runs are removed, and the previous run's ``provenance.json`` (the
+    mark of a finished folder) is removed before its files are overwritten.
+    """
+    from alemap._limits import check_writable, preflight
+    from alemap.io import load_experiments
+    from alemap.io.atomic import remove_stale_temps
+
     out = Path(args.output)
-    out.mkdir(parents=True, exist_ok=True)
+    experiments = load_experiments(inputs)
+    check_writable(out)
+    remove_stale_temps(out, depth=1)
     ckpt = out / CHECKPOINT_NAME
-    result = estimator_from_args(args).fit(inputs, checkpoint=ckpt)
+    estimator = estimator_from_args(args)
+    estimator.jobs = preflight(
+        experiments, estimator._grid(), jobs=estimator.jobs, iterations=args.iterations, outdir=out,
+        max_memory=getattr(args, "max_memory", None), report=not args.no_report, quiet=args.quiet,
+    )
+    result = estimator.fit(inputs, checkpoint=ckpt)
+    for marker in INCOMPLETE_MARKERS:
+        (out / marker).unlink(missing_ok=True)
     result.save(out)
     if ckpt.exists():
         ckpt.unlink()
+    if getattr(args, "fail_safe_n", False) and len(result.clusters):
+        _write_fail_safe_n(result, out, args)
     if not args.quiet:
         _summary(result, out)
     if not args.no_report:
@@ -66,6 +115,22 @@ def run_analysis(inputs, args) -> int:
 
         write_report(out, args.quiet)
     return 0
+
+
+def _write_fail_safe_n(result, out: Path, args) -> None:
+    """Add fail-safe N columns to ``robustness.tsv`` (Acar et al. 2018)."""
+    import pandas as pd
+
+    from alemap.io.atomic import write_text
+    from alemap.reporting.robustness import fail_safe_n
+
+    table = pd.read_csv(out / "robustness.tsv", sep="\t")
+    fsn = [fail_safe_n(result, int(c), iterations=args.fsn_iterations, seed=args.seed,
+                       jobs=args.jobs or os.cpu_count() or 1) for c in table["cluster"]]
+    table["fail_safe_n"] = [f.fsn for f in fsn]
+    table["fail_safe_n_censored"] = [f.censored for f in fsn]
+    table["robust_by_rosenthal"] = [f.robust_by_rosenthal for f in fsn]
+    write_text(out / "robustness.tsv", table.to_csv(sep="\t", index=False, float_format="%.6g"))
 
 
 def _summary(result, out: Path) -> None:

@@ -10,7 +10,12 @@ import os
 import sys
 from pathlib import Path
 
-__all__ = ["add_parser", "run"]
+from alemap.cli.ale import add_max_memory_option
+
+__all__ = ["add_parser", "run", "project_preflight"]
+
+#: Files that mark a finished project folder; removed before a (re)run, rewritten at its end.
+PROJECT_MARKERS = ("project.json", "report.html")
 
 
 def add_parser(sub) -> None:
@@ -21,7 +26,35 @@ def add_parser(sub) -> None:
     p.add_argument("--jobs", type=int, default=None, help="CPU threads (default: all cores)")
     p.add_argument("--quiet", action="store_true", help="no progress output")
     p.add_argument("--no-report", action="store_true", help="do not write report.html")
+    add_max_memory_option(p)
     p.set_defaults(run=run)
+
+
+def project_preflight(project, outdir: Path, jobs: int, max_memory: int | None, report: bool, quiet: bool) -> int:
+    """Resource checks of a whole project before it runs; the number of jobs to use.
+
+    Memory is estimated for an ALE of *all* the project's experiments (an upper
+    bound of every group) on each mask the project uses; disk for every
+    analysis's outputs. See :mod:`alemap._limits`.
+    """
+    from alemap._limits import check_writable, preflight
+    from alemap.data.experiment_set import ExperimentSet
+    from alemap.estimator import ALE
+    from alemap.io import load_experiments
+    from alemap.io.atomic import remove_stale_temps
+
+    sets = [load_experiments(s["path"], space=s.get("space"), sheet=s.get("sheet")) for s in project.inputs]
+    experiments = ExperimentSet.concat(sets) if len(sets) > 1 else sets[0]
+    check_writable(outdir)
+    remove_stale_temps(outdir, depth=2)
+    mains = [a for a in project.analyses.values() if a["type"] in ("ale", "csale")]
+    masks = {a["params"].get("mask") for a in mains} or {None}
+    iterations = max((int(a["params"].get("iterations", 10000)) for a in mains), default=0)
+    for mask in sorted(masks, key=str):
+        grid = ALE(mask=None if mask is None else str((project.base / mask).resolve()))._grid()
+        jobs = preflight(experiments, grid, jobs=jobs, iterations=iterations, outdir=outdir, max_memory=max_memory,
+                         report=report, n_analyses=len(project.analyses), quiet=quiet)
+    return jobs
 
 
 def run(args) -> int:
@@ -30,7 +63,11 @@ def run(args) -> int:
     from alemap.designs.runner import run_project
 
     project = load_project(args.project)
-    run_project(project, args.output, jobs=args.jobs or os.cpu_count() or 1, quiet=args.quiet)
+    jobs = project_preflight(project, Path(args.output), args.jobs or os.cpu_count() or 1,
+                             getattr(args, "max_memory", None), not args.no_report, args.quiet)
+    for marker in PROJECT_MARKERS:
+        (Path(args.output) / marker).unlink(missing_ok=True)
+    run_project(project, args.output, jobs=jobs, quiet=args.quiet)
     if not args.quiet:
         print(f"alemap: project results in {args.output}", file=sys.stderr)
     if not args.no_report:

@@ -55,6 +55,8 @@ import math
 import re
 import sys
 import time
+import warnings
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Mapping, Sequence
@@ -305,10 +307,24 @@ def run_analysis_job(job: dict) -> dict:
     t0 = time.perf_counter()
     folder.mkdir(parents=True, exist_ok=True)
     est = ALE(seed=job["seed"], jobs=job["jobs"], quiet=True, **job["params"])
-    result = est.fit(job["experiments"], checkpoint=folder / CHECKPOINT)
+    with _warnings_as_notes(job):
+        result = est.fit(job["experiments"], checkpoint=folder / CHECKPOINT)
     out = _finish(result, job, folder, dict(job["execution"], shard="analyses"))
     out["seconds"] = round(time.perf_counter() - t0, 3)
     return out
+
+
+@contextmanager
+def _warnings_as_notes(job: dict):
+    """Warnings of a fit (e.g. duplicated experiments, common in automatically extracted
+    databases) go into the analysis' provenance notes instead of a worker's log."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        yield
+    for w in caught:
+        text = str(w.message)
+        if text not in job["notes"]:
+            job["notes"].append(text)
 
 
 class _ShardedALE(ALE):
@@ -365,7 +381,8 @@ def _run_sharded(job: dict, backend, shard_batches: int | None, execution: dict)
         return maxima
 
     est = _ShardedALE(null_runner=null_runner, seed=job["seed"], jobs=1, quiet=True, **job["params"])
-    result = est.fit(job["experiments"])
+    with _warnings_as_notes(job):
+        result = est.fit(job["experiments"])
     out = _finish(result, job, folder, dict(execution, shard="iterations", shard_batches=info.get("shard_batches"),
                                              shards_resumed=info.get("resumed_shards", 0)))
     if "store" in info:

@@ -144,8 +144,12 @@ class _Checker:
 def _duplicate_key(node):
     """(key, line) of the first key repeated within one mapping, or None."""
     stack = [node]
+    visited = set()
     while stack:
         n = stack.pop()
+        if id(n) in visited:  # aliases share nodes: visit each once (no "billion laughs")
+            continue
+        visited.add(id(n))
         if isinstance(n, yaml.MappingNode):
             seen = {}
             for k, v in n.value:
@@ -228,12 +232,14 @@ def _analysis(ch: _Checker, name: str, spec: dict, groups: dict, defaults: dict)
     if kind in ("ale", "csale"):
         allowed = ALE_PARAMETERS if kind == "ale" else CSALE_PARAMETERS
         extra = ("stability",) if kind == "ale" else ()
-        ch.known_keys(spec, ("type", "group", *extra, *allowed), "analyses", name)
+        ch.known_keys(spec, ("type", "group", *allowed, *extra), "analyses", name)
         stability = spec.get("stability", 0)
         if kind == "ale" and (not isinstance(stability, int) or isinstance(stability, bool) or stability < 0):
             raise ch.fail("stability must be a whole number of subsamples (0 = off), e.g. 'stability: 100'",
                           "analyses", name, "stability")
         group = spec.get("group", "all" if "all" in groups else None)
+        if group is not None and not isinstance(group, str):
+            raise ch.fail(f"'group' must be one group name, got {type(group).__name__}", "analyses", name, "group")
         if group not in groups:
             if group is None:
                 raise ch.fail("no 'group' given and no group named 'all' is defined; add 'group: NAME'",

@@ -35,6 +35,8 @@ def _load_one(path: Path, space: str | None, sheet: str | int | None) -> Experim
     suffix = path.suffix.lower()
     if suffix == ".parquet" or path.is_dir():  # NeuroStore studyset: its folder or one of its tables
         return read_neurostore(path)
+    if not path.is_file():  # a pipe or a device would block or never end
+        raise InputError(f"{path}: not a regular file (a pipe or a device?); save the foci to a file and give its path.")
     if suffix == ".json":
         return read_nimare_json(path, space=space)
     if suffix in (".csv", ".tsv", ".xlsx", ".xls"):

@@ -21,7 +21,7 @@ from pathlib import Path
 
 from alemap.data import ExperimentSet, FocusOrigin
 from alemap.exceptions import InputError
-from alemap.io.sleuth import MAX_SUBJECTS, resolve_space_argument, canonical_space, read_text_file
+from alemap.io.sleuth import MAX_ABS_MM, MAX_SUBJECTS, resolve_space_argument, canonical_space, read_text_file
 
 __all__ = ["read_nimare_json"]
 
@@ -29,14 +29,39 @@ __all__ = ["read_nimare_json"]
 _EXTRA_SPACES = {"mni152_2mm": "MNI", "ale_2mm": "MNI", "talairach": "TAL"}
 
 
+class _DuplicateKey(Exception):
+    pass
+
+
+def _unique_keys(pairs: list) -> dict:
+    """``object_pairs_hook``: a key repeated in one object would silently drop the first one's foci."""
+    out = {}
+    for key, value in pairs:
+        if key in out:
+            raise _DuplicateKey(key)
+        out[key] = value
+    return out
+
+
 def _load(path: Path) -> dict:
     text = read_text_file(path)
+    if not text.strip().lstrip("\ufeff").strip():
+        raise InputError(f"{path}: the file is empty; a NiMARE dataset is a JSON object of studies and their contrasts.")
     try:
-        data = json.loads(text)
+        data = json.loads(text, object_pairs_hook=_unique_keys)
     except json.JSONDecodeError as err:
         raise InputError(
             f"{path}:{err.lineno}: invalid JSON ({err.msg}, column {err.colno}); fix the syntax there."
         ) from None
+    except _DuplicateKey as err:
+        raise InputError(
+            f"{path}: key {err.args[0]!r} appears twice in one JSON object; JSON keeps only the last, so the "
+            "first one's foci would be lost. Rename or merge them."
+        ) from None
+    except RecursionError:
+        raise InputError(f"{path}: the JSON is nested too deeply to be a NiMARE dataset; check the file.") from None
+    except ValueError as err:  # e.g. an integer literal with thousands of digits
+        raise InputError(f"{path}: invalid JSON ({err}); fix the value.") from None
     if not isinstance(data, dict) or not data:
         raise InputError(
             f"{path}: expected a JSON object mapping study ids to {{'contrasts': {{...}}}}; "
@@ -53,8 +78,18 @@ def _space(coords: dict, where: str, fallback: str | None) -> str:
         raise InputError(f"{where}: no 'coords.space'; add \"space\": \"MNI\" (or \"TAL\"), or pass space='MNI'.")
     space = _EXTRA_SPACES.get(str(value).strip().lower()) or canonical_space(value)
     if space is None:
-        raise InputError(f"{where}: unknown coords.space {value!r}; use MNI, mni152_2mm, ale_2mm, TAL or Talairach.")
+        raise InputError(f"{where}: unknown coords.space {_short(value)}; use MNI, mni152_2mm, ale_2mm, TAL or Talairach.")
     return space
+
+
+def _finite(value: object) -> bool:
+    """A JSON number (not a bool) that is a finite float; huge integers are not."""
+    if isinstance(value, bool) or not isinstance(value, Real):
+        return False
+    try:
+        return math.isfinite(float(value))
+    except OverflowError:
+        return False
 
 
 def _sample_size(metadata: object, where: str, key_path: str) -> int:
@@ -68,9 +103,8 @@ def _sample_size(metadata: object, where: str, key_path: str) -> int:
             'add "metadata": {"sample_sizes": [N]} to this contrast.'
         )
     for v in values:
-        number = isinstance(v, Real) and not isinstance(v, bool) and math.isfinite(v)
-        if not (number and 0 < v <= MAX_SUBJECTS and float(v).is_integer()):
-            raise InputError(f"{where}: metadata.sample_sizes value {v!r} is not a positive whole number; fix it.")
+        if not (_finite(v) and 0 < v <= MAX_SUBJECTS and float(v).is_integer()):
+            raise InputError(f"{where}: metadata.sample_sizes value {_short(v)} is not a positive whole number; fix it.")
     return int(round(sum(values) / len(values)))
 
 
@@ -88,9 +122,19 @@ def _coordinates(coords: dict, where: str) -> list[tuple[float, float, float]]:
         raise InputError(f"{where}: coords has no foci; add them or remove the 'coords' entry.")
     for axis, values in zip("xyz", axes):
         for k, v in enumerate(values):
-            if isinstance(v, bool) or not isinstance(v, Real) or not math.isfinite(v):
-                raise InputError(f"{where}: coords.{axis}[{k}] = {v!r} is not a finite number; fix the value.")
+            if not _finite(v):
+                raise InputError(f"{where}: coords.{axis}[{k}] = {_short(v)} is not a finite number; fix the value.")
+            if abs(float(v)) > MAX_ABS_MM:
+                raise InputError(
+                    f"{where}: coords.{axis}[{k}] = {v!r} is implausibly large (beyond +-{MAX_ABS_MM:g} mm); "
+                    "give MNI or Talairach coordinates in mm."
+                )
     return [(float(x), float(y), float(z)) for x, y, z in zip(*axes)]
+
+
+def _short(value: object, limit: int = 60) -> str:
+    text = repr(value) if not isinstance(value, int) or value.bit_length() < 200 else f"an integer of {len(str(value))} digits"
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def _contrasts(data: dict, path: Path):

@@ -38,6 +38,15 @@ __all__ = ["read_sleuth", "parse_sleuth", "read_text_file", "canonical_space", "
 #: Largest sample size accepted (guards the int64 column against typos such as 1e30).
 MAX_SUBJECTS = 10_000_000
 
+#: Largest absolute coordinate accepted, in mm. Brains span about +-100 mm; a value
+#: beyond +-10 m is a typo or a unit error, and keeping it out keeps the mm -> voxel
+#: arithmetic far from overflow. Foci merely outside the template are not an error:
+#: they are excluded later and reported (``provenance.json``).
+MAX_ABS_MM = 10_000.0
+
+#: Largest foci file read (text or JSON); a bigger file is almost surely not a foci file.
+MAX_TEXT_BYTES = 1 << 30
+
 #: Accepted spellings of the two reference spaces (upper case, spaces removed).
 SPACE_NAMES = {"MNI": "MNI", "MNI152": "MNI", "TAL": "TAL", "TALAIRACH": "TAL"}
 
@@ -55,20 +64,35 @@ _EXAMPLE_HEADER = "'// Author, Year: Contrast' and '// Subjects=N'"
 def read_text_file(path: str | os.PathLike) -> str:
     """Read a text file, refusing binary content.
 
-    Tries UTF-8 (a BOM is dropped; UTF-16 with a BOM is honoured), then
-    Windows-1252 and Latin-1, each only if the result is printable text.
+    Tries UTF-8 (a BOM is dropped; UTF-16 with a BOM is honoured, and so is
+    UTF-16 without one when every other byte is zero), then Windows-1252 and
+    Latin-1, each only if the result is printable text.
 
     Raises
     ------
     InputError
-        If the file is missing, a directory, or not a text file.
+        If the file is missing, a directory, not a regular file, unreadable,
+        larger than :data:`MAX_TEXT_BYTES`, or not a text file.
     """
     p = Path(path)
     if not p.exists():
         raise InputError(f"{p}: file not found; check the path and the working directory.")
     if p.is_dir():
         raise InputError(f"{p}: is a directory; give the path of a foci file inside it.")
-    data = p.read_bytes()
+    if not p.is_file():
+        raise InputError(f"{p}: not a regular file (a pipe or a device?); save the foci to a file and give its path.")
+    try:
+        size = p.stat().st_size
+        if size > MAX_TEXT_BYTES:
+            from alemap._limits import format_size
+
+            raise InputError(
+                f"{p}: the file is {format_size(size)}, more than the {format_size(MAX_TEXT_BYTES)} alemap reads "
+                "as a foci file (alemap.io.sleuth.MAX_TEXT_BYTES); check that this is the foci file."
+            )
+        data = p.read_bytes()
+    except OSError as err:
+        raise InputError(f"{p}: cannot be read ({err.strerror or err}); check the file's permissions.") from None
     if data[:2] in (b"\xff\xfe", b"\xfe\xff"):
         try:
             return data.decode("utf-16")
@@ -82,10 +106,28 @@ def read_text_file(path: str | os.PathLike) -> str:
                 continue
             if encoding == "utf-8-sig" or _is_printable(text):
                 return text
+    else:
+        text = _utf16_without_bom(data)
+        if text is not None:
+            return text
     raise InputError(
         f"{p}: not a text file (binary content that is neither UTF-8 nor Latin-1 text); "
         "export the foci as plain text (UTF-8)."
     )
+
+
+def _utf16_without_bom(data: bytes) -> str | None:
+    """Text of BOM-less UTF-16 (zero high bytes of ASCII), or None if it is not that."""
+    if len(data) < 2 or len(data) % 2:
+        return None
+    for encoding, zeros in (("utf-16-le", data[1::2]), ("utf-16-be", data[0::2])):
+        if zeros.count(0) >= 0.9 * len(zeros):
+            try:
+                text = data.decode(encoding)
+            except UnicodeDecodeError:
+                return None
+            return text if "\x00" not in text and _is_printable(text) else None
+    return None
 
 
 def _is_printable(text: str) -> bool:
@@ -290,7 +332,14 @@ class _SleuthParser:
                     f"coordinate {token!r} in {text!r} is not a number; "
                     f"header lines must start with '//', foci must be three numbers.",
                 )
-            values.append(float(token))
+            value = float(token)
+            if abs(value) > MAX_ABS_MM:
+                raise self.fail(
+                    lineno,
+                    f"coordinate {token!r} in {text!r} is implausibly large (beyond +-{MAX_ABS_MM:g} mm); "
+                    "give MNI or Talairach coordinates in mm.",
+                )
+            values.append(value)
         return values[0], values[1], values[2]
 
     # -- end of file

@@ -31,7 +31,7 @@ import pandas as pd
 
 from alemap.data import ExperimentSet, FocusOrigin
 from alemap.exceptions import InputError
-from alemap.io.sleuth import MAX_SUBJECTS, resolve_space_argument, canonical_space, read_text_file
+from alemap.io.sleuth import MAX_ABS_MM, MAX_SUBJECTS, resolve_space_argument, canonical_space, read_text_file
 
 __all__ = ["read_table", "TABLE_SUFFIXES"]
 
@@ -66,6 +66,7 @@ def _read_delimited(path: Path, suffix: str) -> pd.DataFrame:
     text = read_text_file(path).lstrip("\ufeff")
     if not text.strip():
         raise InputError(f"{path}: the file is empty; row 1 must name the columns (study, subjects, x, y, z, ...).")
+    text = text.replace("\r\n", "\n").replace("\r", "\n")  # CRLF (Windows) and CR (old Mac) line ends
     sep = _separator(text, suffix)
     try:
         return pd.read_csv(
@@ -94,9 +95,27 @@ def _separator(text: str, suffix: str) -> str:
     return ","
 
 
+#: First bytes of an .xlsx (a zip archive) and of an .xls (an OLE2 compound file).
+_EXCEL_MAGIC = {".xlsx": b"PK\x03\x04", ".xls": b"\xd0\xcf\x11\xe0"}
+
+
 def _read_excel(path: Path, sheet: str | int | None) -> pd.DataFrame:
     if not path.exists():
         raise InputError(f"{path}: file not found; check the path and the working directory.")
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(4)
+    except OSError as err:
+        raise InputError(f"{path}: cannot be read ({err.strerror or err}); check the file's permissions.") from None
+    if not head:
+        raise InputError(f"{path}: the file is empty; save the table again from the spreadsheet program.")
+    magic = _EXCEL_MAGIC[path.suffix.lower()]
+    if head != magic:
+        kind = "a zip archive" if path.suffix.lower() == ".xlsx" else "an Excel 97-2003 file"
+        raise InputError(
+            f"{path}: not a readable Excel file (its content is not {kind}, as a {path.suffix} file must be); "
+            "save it again as .xlsx, or export it as .csv."
+        )
     try:
         return pd.read_excel(path, sheet_name=0 if sheet is None else sheet, header=None, dtype=str)
     except ImportError:
@@ -160,6 +179,19 @@ def _numbers(cells: pd.Series, lines: np.ndarray, column: str, label: str) -> np
         text = cells.iloc[k]
         problem = "is empty" if not text else ("is NaN or infinite" if _is_nonfinite(text) else "is not a number")
         raise InputError(f"{label}:{lines[k]}: column {column!r} value {text!r} {problem}; enter a finite number.")
+    return values
+
+
+def _coordinates(cells: pd.Series, lines: np.ndarray, column: str, label: str) -> np.ndarray:
+    """:func:`_numbers`, and no value beyond +-MAX_ABS_MM (a typo, a unit error)."""
+    values = _numbers(cells, lines, column, label)
+    bad = np.flatnonzero(np.abs(values) > MAX_ABS_MM)
+    if bad.size:
+        k = bad[0]
+        raise InputError(
+            f"{label}:{lines[k]}: column {column!r} value {cells.iloc[k]!r} is implausibly large "
+            f"(beyond +-{MAX_ABS_MM:g} mm); give MNI or Talairach coordinates in mm."
+        )
     return values
 
 
@@ -289,7 +321,7 @@ def read_table(
     def constant(values, column):
         return _per_experiment(codes, np.asarray(values), column, unique_names, lines, label)
 
-    xyz = np.column_stack([_numbers(body.iloc[:, roles[c]], lines, header[roles[c]], label) for c in "xyz"])
+    xyz = np.column_stack([_coordinates(body.iloc[:, roles[c]], lines, header[roles[c]], label) for c in "xyz"])
     subjects_col = header[roles["subjects"]]
     n_subjects = constant(_subjects(body.iloc[:, roles["subjects"]], lines, subjects_col, label), subjects_col)
     spaces = constant(_spaces(body, roles, lines, header, fallback, label), "space")

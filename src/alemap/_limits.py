@@ -1,0 +1,364 @@
+"""Resource limits: the memory and disk a run needs, checked before it starts.
+
+A fit's peak memory is estimated from the experiments (foci per experiment and
+their kernel sizes), the grid and the number of threads:
+
+``base``
+    the interpreter with numpy, numba, pandas and nibabel loaded, the compiled
+    engine and the mask (measured: 0.2 GiB, and 0.3 GiB on a first run, when
+    numba compiles the engine; counted as 0.375 GiB).
+``MA maps``
+    the sparse modelled-activation maps, 16 bytes (voxel index + value) per
+    in-mask kernel voxel of every focus, an upper bound (overlapping kernels of
+    one experiment share voxels); while they are built, their growing buffers
+    hold up to twice that (measured: 1.5 times).
+``maps``
+    the ALE, p, z and corrected maps and the Monte Carlo plan over the mask,
+    plus a few full-grid volumes (cluster labelling, writing NIfTI).
+``per job``
+    each Monte Carlo thread's work arrays (:class:`alemap.inference.cpu.Workspace`:
+    two float64, one int32 and two int64 arrays over the full grid, two small
+    block arrays) and one batch of relocated foci.
+
+``alemap ale --max-memory 2G`` (and ``alemap run``/``alemap demo``) lowers
+``--jobs`` until the estimate fits, or stops before any computation with a
+message saying how much is needed; without ``--max-memory`` the cap is the
+memory available on the machine (or in its container). The disk needed for
+the outputs is checked the same way (:func:`check_disk`), and the output
+folder must be writable (:func:`check_writable`).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from alemap.exceptions import AlemapError
+
+__all__ = [
+    "ResourceLimitError", "MemoryEstimate", "parse_size", "format_size", "estimate_fit_memory",
+    "estimate_experiments_memory", "available_memory", "jobs_within", "estimate_output_bytes",
+    "check_disk", "check_writable", "preflight",
+]
+
+#: Interpreter, libraries, compiling the engine (first run) and the mask (measured on Linux x86-64, rounded up).
+BASE_BYTES = 384 * 2**20
+#: Bytes per entry of the sparse MA maps (int64 voxel index + float64 value).
+MA_ENTRY_BYTES = 16
+#: Peak of the MA builder's growing buffers relative to their final size.
+MA_BUILD_FACTOR = 2
+#: Per-thread work arrays per full-grid voxel: 2 float64 + int32 + 2 int64 (cpu.Workspace).
+WORKSPACE_BYTES_PER_VOXEL = 8 + 8 + 4 + 8 + 8
+#: Per-thread block arrays per 2x2x2 block: float64 bound + int64 candidate list.
+WORKSPACE_BYTES_PER_BLOCK = 16
+#: Iterations per Monte Carlo batch (alemap.inference.montecarlo.BATCH_SIZE).
+BATCH = 32
+#: In-mask float64 vectors alive at once (maps, p-values, plan) and full-grid volumes.
+MASK_VECTORS = 16
+GRID_VOLUMES = 6
+
+_UNITS = {"": 1, "b": 1, "k": 2**10, "m": 2**20, "g": 2**30, "t": 2**40}
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d*)?|\.\d+)\s*([kmgt]?)(?:i?b)?\s*$", re.IGNORECASE)
+
+
+class ResourceLimitError(AlemapError, RuntimeError):
+    """A run would need more memory or disk than allowed or available; raised before it starts."""
+
+
+# ------------------------------------------------------------------ sizes
+def parse_size(text: str | int) -> int:
+    """Bytes of a size such as ``2G``, ``512M``, ``1.5GiB``, ``800mb`` or ``1000000``.
+
+    Units are powers of 1024 (k, M, G, T; an optional ``B`` or ``iB`` is
+    ignored, any case); a bare number is bytes.
+
+    Raises
+    ------
+    ValueError
+        If the text is not a positive size.
+    """
+    if isinstance(text, (int, np.integer)) and not isinstance(text, bool):
+        value = int(text)
+    else:
+        m = _SIZE.match(str(text))
+        if m is None:
+            raise ValueError(f"{text!r} is not a size; write e.g. 2G, 512M or 1.5GiB (units are powers of 1024).")
+        value = int(float(m.group(1)) * _UNITS[m.group(2).lower()])
+    if value <= 0:
+        raise ValueError(f"{text!r} is not a positive size; write e.g. 2G or 512M.")
+    return value
+
+
+def format_size(n: float) -> str:
+    """``10`` -> ``'10 bytes'``; ``1536`` -> ``'1.5 KiB'``; ``3 * 2**30`` -> ``'3.0 GiB'``."""
+    n = float(n)
+    if abs(n) < 1024:
+        return f"{int(n)} bytes"
+    for unit in ("KiB", "MiB", "GiB", "TiB"):
+        n /= 1024
+        if abs(n) < 1024 or unit == "TiB":
+            return f"{n:.1f} {unit}"
+    raise AssertionError  # pragma: no cover
+
+
+# ------------------------------------------------------------------ memory
+@dataclass(frozen=True)
+class MemoryEstimate:
+    """Peak memory of a fit, by part (bytes); :meth:`total` for a number of jobs."""
+
+    base: int
+    ma_maps: int
+    maps: int
+    per_job: int
+    n_experiments: int = 0
+    n_foci: int = 0
+
+    def total(self, jobs: int = 1) -> int:
+        """Peak bytes with ``jobs`` Monte Carlo threads.
+
+        The MA maps are built (up to ``MA_BUILD_FACTOR`` times their size)
+        before the threads start, and kept while they run.
+        """
+        building = MA_BUILD_FACTOR * self.ma_maps
+        running = self.ma_maps + max(1, int(jobs)) * self.per_job
+        return self.base + self.maps + max(building, running)
+
+    def describe(self, jobs: int = 1) -> str:
+        """One line: the total and its parts."""
+        return (
+            f"about {format_size(self.total(jobs))} with {jobs} job(s): MA maps {format_size(self.ma_maps)} "
+            f"({self.n_experiments:,} experiments, {self.n_foci:,} foci; up to {MA_BUILD_FACTOR}x while built), "
+            f"maps {format_size(self.maps)}, Monte Carlo work arrays {format_size(self.per_job)} per job, "
+            f"libraries {format_size(self.base)}"
+        )
+
+
+def estimate_fit_memory(
+    n_foci: int,
+    n_grid: int,
+    n_mask: int,
+    jobs: int = 1,
+    *,
+    ma_entries: int | None = None,
+    kernel_voxels: int = 31**3,
+    n_experiments: int = 0,
+    n_blocks: int | None = None,
+) -> MemoryEstimate:
+    """Peak memory of one ALE fit.
+
+    Parameters
+    ----------
+    n_foci : int
+        Foci in the analysis.
+    n_grid, n_mask : int
+        Voxels of the full grid and of the mask.
+    jobs : int
+        Monte Carlo threads (only used by :meth:`MemoryEstimate.total`; kept for symmetry).
+    ma_entries : int, optional
+        Entries of the sparse MA maps; default ``n_foci * kernel_voxels`` capped
+        at ``n_mask`` per focus (see :func:`estimate_experiments_memory` for the
+        exact bound from experiments).
+    kernel_voxels : int
+        Voxels of the largest kernel cube (31^3 for one subject).
+    n_experiments : int
+        Only for the message.
+    n_blocks : int, optional
+        2x2x2 blocks covering the grid (``prod((shape + 1) // 2)``); default
+        ``n_grid``, an upper bound for any shape.
+    """
+    if ma_entries is None:
+        ma_entries = int(n_foci) * min(int(kernel_voxels), int(n_mask))
+    n_blocks = int(n_grid if n_blocks is None else n_blocks)
+    per_job = (
+        WORKSPACE_BYTES_PER_VOXEL * n_grid
+        + WORKSPACE_BYTES_PER_BLOCK * n_blocks
+        + 2 * BATCH * n_foci * 8  # relocated foci of one batch, and the generator's temporary
+        + 3 * 8 * n_foci  # voxel indices of one iteration
+    )
+    maps = MASK_VECTORS * 8 * n_mask + GRID_VOLUMES * 8 * n_grid + 300 * n_foci
+    return MemoryEstimate(
+        base=BASE_BYTES, ma_maps=MA_ENTRY_BYTES * int(ma_entries), maps=int(maps), per_job=int(per_job),
+        n_experiments=int(n_experiments), n_foci=int(n_foci),
+    )
+
+
+def estimate_experiments_memory(experiments, grid) -> MemoryEstimate:
+    """:func:`estimate_fit_memory` for an :class:`~alemap.data.ExperimentSet` on a grid.
+
+    Each experiment contributes at most ``min(foci x kernel voxels, mask voxels)``
+    MA entries, its kernel size following from its sample size.
+    """
+    from alemap.kernels.gaussian import ale_kernel
+
+    voxel = float(grid.voxel_size[0])
+    sizes = np.asarray(experiments.n_subjects, dtype=np.int64)
+    distinct = np.unique(sizes)
+    kvox = {int(n): int(ale_kernel(int(n), voxel).size) for n in distinct}
+    per_exp = np.array([kvox[int(n)] for n in sizes], dtype=np.int64) * experiments.foci_counts
+    entries = int(np.minimum(per_exp, grid.n_voxels).sum())
+    n_grid = int(np.prod(grid.shape))
+    n_blocks = int(np.prod((np.asarray(grid.shape) + 1) // 2))
+    return estimate_fit_memory(
+        experiments.n_foci, n_grid, grid.n_voxels, ma_entries=entries, n_experiments=experiments.n_experiments,
+        n_blocks=n_blocks,
+    )
+
+
+def _cgroup_available() -> int | None:
+    for limit_file, usage_file in (
+        ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory.current"),  # cgroup v2
+        ("/sys/fs/cgroup/memory/memory.limit_in_bytes", "/sys/fs/cgroup/memory/memory.usage_in_bytes"),  # v1
+    ):
+        try:
+            limit = Path(limit_file).read_text().strip()
+            usage = int(Path(usage_file).read_text().strip())
+        except (OSError, ValueError):
+            continue
+        if limit == "max" or not limit.isdigit() or int(limit) >= 2**60:
+            return None
+        return max(0, int(limit) - usage)
+    return None
+
+
+def available_memory() -> int | None:
+    """Memory this process can still use (bytes): MemAvailable, capped by a container limit; None if unknown."""
+    avail = None
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                avail = int(line.split()[1]) * 1024
+                break
+    except (OSError, ValueError, IndexError):
+        pass
+    if avail is None and hasattr(os, "sysconf"):
+        try:
+            avail = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+        except (ValueError, OSError):
+            avail = None
+    cg = _cgroup_available()
+    if cg is not None:
+        avail = cg if avail is None else min(avail, cg)
+    return avail
+
+
+def jobs_within(estimate: MemoryEstimate, limit: int, jobs: int, *, what: str | None = None) -> int:
+    """The largest number of jobs (<= ``jobs``) whose estimate fits in ``limit`` bytes.
+
+    Raises
+    ------
+    ResourceLimitError
+        If even one job does not fit; the message gives the estimate and what to do.
+    """
+    jobs = max(1, int(jobs))
+    what = what or f"the limit of {format_size(limit)}"
+    if estimate.total(1) > limit:
+        raise ResourceLimitError(
+            f"this analysis needs {estimate.describe(1)}; that is more than {what}. "
+            "Nothing was computed. Raise --max-memory if the machine has the memory, or split the analysis "
+            "into smaller ones (fewer experiments), or use a smaller mask."
+        )
+    while jobs > 1 and estimate.total(jobs) > limit:
+        jobs -= 1
+    return jobs
+
+
+# ------------------------------------------------------------------ disk
+def estimate_output_bytes(n_grid: int, iterations: int, n_experiments: int, n_foci: int, *, report: bool = True) -> int:
+    """Upper bound of the bytes an ``alemap ale`` output folder needs.
+
+    Seven NIfTI maps counted uncompressed (float32; gzip only shrinks them),
+    one more for the temporary file that replaces an existing map, the Monte
+    Carlo null and its checkpoint, tables, provenance and the report.
+    """
+    maps = 8 * (4 * n_grid + 352)
+    null = 2 * (24 * int(iterations) + 4096)
+    tables = 64 * 2**10 + 2048 * int(n_experiments)
+    provenance = 16 * 2**10 + 300 * int(n_foci) + 200 * int(n_experiments)
+    html = (8 * 2**20 + 1024 * int(n_experiments)) if report else 0
+    return int(maps + null + tables + provenance + html)
+
+
+def _existing(folder: Path) -> Path:
+    folder = Path(os.path.abspath(folder))
+    while not folder.exists() and folder.parent != folder:
+        folder = folder.parent
+    return folder
+
+
+def check_disk(outdir: str | Path, needed: int) -> None:
+    """Raise :class:`ResourceLimitError` if ``outdir``'s file system has less than ``needed`` bytes free."""
+    where = _existing(Path(outdir))
+    try:
+        free = shutil.disk_usage(where).free
+    except OSError:
+        return  # cannot tell (some network file systems); the writes themselves will say
+    if free < needed:
+        raise ResourceLimitError(
+            f"the outputs need about {format_size(needed)} of disk space in {outdir}, but its file system has "
+            f"only {format_size(free)} free. Nothing was computed. Free some space or choose another output "
+            "folder with -o."
+        )
+
+
+def check_writable(outdir: str | Path) -> None:
+    """Create ``outdir`` if needed and prove a file can be written in it.
+
+    Raises
+    ------
+    ResourceLimitError
+        With the reason (permission denied, a read-only file system, a file
+        in the way) before anything is computed.
+    """
+    from alemap.io.atomic import TEMP_PREFIX, temp_prefix
+
+    out = Path(outdir)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        fd, name = tempfile.mkstemp(prefix=temp_prefix("write-test"), dir=out)
+        os.close(fd)
+        os.unlink(name)
+    except OSError as err:
+        reason = err.strerror or str(err)
+        other = str(err.filename) if err.filename is not None else ""
+        if other and other != str(out) and not Path(other).name.startswith(TEMP_PREFIX):
+            reason += f": {other}"  # e.g. a parent folder that cannot be created
+        raise ResourceLimitError(
+            f"cannot write in the output folder {out} ({reason}). "
+            "Nothing was computed. Choose another folder with -o, or fix its permissions."
+        ) from None
+
+
+# ------------------------------------------------------------------ the check before a run
+def preflight(experiments, grid, *, jobs: int, iterations: int, outdir, max_memory: int | None,
+              report: bool = True, n_analyses: int = 1, quiet: bool = False) -> int:
+    """Check disk and memory before a run; return the number of jobs to use.
+
+    ``max_memory=None`` caps memory at :func:`available_memory` (when known).
+    A note goes to stderr when ``jobs`` is lowered.
+    """
+    check_writable(outdir)
+    if not isinstance(jobs, int) or jobs < 1:
+        return jobs  # an invalid value is the estimator's to report
+    n_grid = int(np.prod(grid.shape))
+    check_disk(outdir, n_analyses * estimate_output_bytes(n_grid, iterations, experiments.n_experiments,
+                                                          experiments.n_foci, report=report))
+    estimate = estimate_experiments_memory(experiments, grid)
+    if max_memory is not None:
+        limit, what = int(max_memory), f"--max-memory {format_size(max_memory)}"
+    else:
+        limit = available_memory()
+        if limit is None:
+            return jobs
+        what = f"the {format_size(limit)} of memory available on this machine (pass --max-memory to set the cap)"
+    fitted = jobs_within(estimate, limit, jobs, what=what)
+    if fitted < jobs and not quiet:
+        print(f"alemap: note: using {fitted} job(s) instead of {jobs} to stay within {what}: "
+              f"{estimate.describe(fitted)}.", file=sys.stderr)
+    return fitted
