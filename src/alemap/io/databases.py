@@ -554,7 +554,7 @@ def _read_tsv(path: Path, dtypes: dict, required: Sequence[str], role: str) -> t
         raise InputError(f"{path}: {role} file not found; pass its path (e.g. --{role} FILE).")
     try:
         header = pd.read_csv(path, sep="\t", nrows=0).columns
-    except Exception as exc:  # pragma: no cover - depends on the file
+    except Exception as exc:  # not a table, truncated gzip, bad encoding ...
         raise InputError(f"{path}: could not read the {role} table: {exc}") from exc
     cols = [c for c in header]
     missing = [c for c in required if c not in cols]
@@ -565,14 +565,20 @@ def _read_tsv(path: Path, dtypes: dict, required: Sequence[str], role: str) -> t
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", pd.errors.ParserWarning)
         try:
-            df = pd.read_csv(path, sep="\t", dtype={c: dtypes.get(c, str) for c in use},
-                             on_bad_lines="warn", engine="c", keep_default_na=role != "metadata", na_filter=True)
-        except (ValueError, TypeError):
-            # a non-numeric coordinate: read as text, convert (bad ones become NaN, dropped later)
-            df = pd.read_csv(path, sep="\t", dtype=str, on_bad_lines="warn", engine="c")
-            for c in use:
-                if dtypes.get(c) == "float64":
-                    df[c] = pd.to_numeric(df[c], errors="coerce")
+            try:
+                df = pd.read_csv(path, sep="\t", dtype={c: dtypes.get(c, str) for c in use},
+                                 on_bad_lines="warn", engine="c", keep_default_na=role != "metadata")
+            except (UnicodeDecodeError, pd.errors.ParserError):
+                raise
+            except (ValueError, TypeError):
+                # a non-numeric coordinate: read as text, convert (bad ones become NaN, dropped later)
+                df = pd.read_csv(path, sep="\t", dtype=str, on_bad_lines="warn", engine="c")
+                for c in use:
+                    if dtypes.get(c) == "float64":
+                        df[c] = pd.to_numeric(df[c], errors="coerce")
+        except (UnicodeDecodeError, pd.errors.ParserError, EOFError, OSError) as exc:
+            raise InputError(f"{path}: the {role} table could not be read ({type(exc).__name__}: {exc}); "
+                             "expected a tab-separated UTF-8 table, optionally gzipped.") from exc
     for w in caught:
         if issubclass(w.category, pd.errors.ParserWarning):
             skipped.extend(int(m) for m in _SKIP.findall(str(w.message)))
