@@ -418,10 +418,8 @@ def test_written_p_stays_positive_on_the_demo(finger_saved):
     np.testing.assert_allclose(p[result.maps["p"] > 1e-30], result.maps["p"][result.maps["p"] > 1e-30], rtol=1e-6)
 
 
-@pytest.mark.xfail(reason="result.py writes p as float32: p below 1.4e-45 (strong convergence, e.g. 40 experiments "
-                          "at one spot) is written as 0; fix in ALEResult.image (float64 p, or clip to float32's "
-                          "smallest normal)", strict=False)
 def test_written_p_stays_positive_for_strong_convergence(tmp_path):
+    """p far below float32's range (1.4e-45) is written as it is: p maps are float64 files."""
     from alemap.data import ExperimentSet, FocusOrigin
 
     recs = [{"name": f"e{i}", "study": f"e{i}", "n_subjects": 20, "space": "MNI",

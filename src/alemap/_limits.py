@@ -273,11 +273,12 @@ def jobs_within(estimate: MemoryEstimate, limit: int, jobs: int, *, what: str | 
 def estimate_output_bytes(n_grid: int, iterations: int, n_experiments: int, n_foci: int, *, report: bool = True) -> int:
     """Upper bound of the bytes an ``alemap ale`` output folder needs.
 
-    Seven NIfTI maps counted uncompressed (float32; gzip only shrinks them),
-    one more for the temporary file that replaces an existing map, the Monte
-    Carlo null and its checkpoint, tables, provenance and the report.
+    Seven NIfTI maps counted uncompressed (gzip only shrinks them): six
+    float32 and the float64 p map, plus one float64 map more for the temporary
+    file that replaces an existing one; the Monte Carlo null and its
+    checkpoint, tables, provenance and the report.
     """
-    maps = 8 * (4 * n_grid + 352)
+    maps = (6 * 4 + 8 + 8) * n_grid + 8 * 352
     null = 2 * (24 * int(iterations) + 4096)
     tables = 64 * 2**10 + 2048 * int(n_experiments)
     provenance = 16 * 2**10 + 300 * int(n_foci) + 200 * int(n_experiments)

@@ -130,7 +130,10 @@ def _write_fail_safe_n(result, out: Path, args) -> None:
     table["fail_safe_n"] = [f.fsn for f in fsn]
     table["fail_safe_n_censored"] = [f.censored for f in fsn]
     table["robust_by_rosenthal"] = [f.robust_by_rosenthal for f in fsn]
+    prov = (out / "provenance.json").read_text()
+    (out / "provenance.json").unlink()  # the folder is incomplete while robustness.tsv changes
     write_text(out / "robustness.tsv", table.to_csv(sep="\t", index=False, float_format="%.6g"))
+    write_text(out / "provenance.json", prov)
 
 
 def _summary(result, out: Path) -> None:

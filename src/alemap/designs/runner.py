@@ -174,6 +174,7 @@ def _run_ale(name, a, project, subset, folder, jobs, quiet, key, inputs):
         placed = est.place(subset)
         maps = [_read_in_mask(folder / f, grid) for f in ("z_cfwe.nii.gz", "z_vfwe.nii.gz")]
         return "skipped (complete)", _downstream(None, grid, *maps, placed=placed)
+    (folder / "provenance.json").unlink(missing_ok=True)  # the folder is not complete until it is rewritten
     result = est.fit(subset, checkpoint=folder / CHECKPOINT)
     result.provenance.update(analysis=name, analysis_key=key, group=a["group"], inputs=inputs)
     if a.get("stability") and len(result.clusters):
@@ -271,6 +272,7 @@ def _write_review(project: Project, experiments: ExperimentSet, outdir: Path) ->
 def _run_contrast(name, a, project, results, folder, key, notes, quiet):
     if _complete(folder, CONTRAST_FILES, key):
         return "skipped (complete)"
+    (folder / "provenance.json").unlink(missing_ok=True)
     ra, rb = (results[r] for r in a["refs"])
     params = dict(a["params"])
     params.setdefault("seed", project.defaults.get("seed", 0))
@@ -292,6 +294,7 @@ def _run_contrast(name, a, project, results, folder, key, notes, quiet):
 def _run_conjunction(name, a, project, results, folder, key):
     if _complete(folder, CONJUNCTION_FILES, key):
         return "skipped (complete)"
+    (folder / "provenance.json").unlink(missing_ok=True)
     params = a["params"]
     which = params.get("map", "z_cfwe")
     grid = results[a["refs"][0]].grid
@@ -312,6 +315,7 @@ def _run_csale(name, a, project, subset, folder, jobs, quiet, key, inputs, notes
 
     if _complete(folder, CSALE_FILES, key):
         return "skipped (complete)"
+    (folder / "provenance.json").unlink(missing_ok=True)
     prm = dict(a["params"])
     est = _estimator({k: prm.pop(k) for k in ("placement", "tal2mni", "outside_mask") if k in prm}, project, jobs, quiet)
     placed = est.place(subset)
