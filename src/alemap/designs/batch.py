@@ -63,13 +63,13 @@ from typing import Callable, Mapping, Sequence
 
 import numpy as np
 
+from alemap.designs.runner import _ale_files, _complete  # one completeness rule for projects and batches
 from alemap._version import __version__
 from alemap.data.experiment_set import ExperimentSet
 from alemap.estimator import ALE
 from alemap.exceptions import ParameterError
 from alemap.io.atomic import write_json
 from alemap.io.databases import Database
-from alemap.result import MAP_FILES
 
 __all__ = [
     "Batch",
@@ -85,7 +85,6 @@ __all__ = [
 ]
 
 CHECKPOINT = ".alemap-null-checkpoint.npz"
-ALE_FILES = tuple(MAP_FILES[k] for k in ("ale", "p", "z", "z_vfwe", "z_cfwe")) + ("clusters.tsv", "null.npz")
 SHARD_MODES = ("auto", "analyses", "iterations")
 SEED_RULE = ("seed of analysis NAME = SeedSequence(batch_seed, spawn_key=(int.from_bytes(sha256(NAME)[:8], 'big'),))"
              ".generate_state(1, uint32)[0]")
@@ -259,18 +258,6 @@ def _key(*parts) -> str:
     return h.hexdigest()
 
 
-def _ale_files(params: dict) -> tuple:
-    return ALE_FILES if params.get("iterations", 10000) else ALE_FILES[:3] + ALE_FILES[5:]
-
-
-def _complete(folder: Path, files, key: str) -> bool:
-    prov = folder / "provenance.json"
-    if not prov.is_file() or not all((folder / f).is_file() for f in files):
-        return False
-    try:
-        return json.loads(prov.read_text()).get("analysis_key") == key
-    except (OSError, ValueError):
-        return False
 
 
 def _say(quiet: bool, text: str) -> None:
