@@ -8,6 +8,8 @@ Measures
   each) runs the batch, sharded as whole analyses; reported are the wall time
   of the computation (cluster start and worker warm-up reported apart),
   analyses per minute and Monte Carlo iterations per second;
+* the workers' CPU seconds (iterations per CPU-second does not depend on other
+  jobs sharing the machine, wall time does) and the load average;
 * that every worker count gave the same null maxima for every analysis.
 
 Usage::
@@ -60,6 +62,21 @@ def _warm(i):
     import alemap.designs.batch  # noqa: F401  (imports alemap and loads the compiled engine)
 
     return os.getpid()
+
+
+def _cpu_seconds() -> float:
+    """CPU seconds used by this process so far (user + system)."""
+    import resource
+
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
+
+
+def _loadavg() -> float | None:
+    try:
+        return float(Path("/proc/loadavg").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
 
 
 def _nulls(out: Path, names) -> dict:
@@ -141,9 +158,13 @@ def main(argv=None) -> int:
                 backend.client.run(_warm, 0)  # every worker imports alemap before the clock starts
             t_warm = time.perf_counter() - t0
             try:
+                load0 = _loadavg()
+                cpu0 = _cpu_seconds() if cfg == "plain" else sum(backend.client.run(_cpu_seconds).values())
                 t0 = time.perf_counter()
                 run = run_batch(batch, out, backend=backend, shard="analyses", quiet=True)
                 wall = time.perf_counter() - t0
+                cpu1 = _cpu_seconds() if cfg == "plain" else sum(backend.client.run(_cpu_seconds).values())
+                load1 = _loadavg()
             finally:
                 backend.close()
             nulls = _nulls(out, names)
@@ -153,11 +174,15 @@ def main(argv=None) -> int:
                    "cluster_start_s": round(t_start, 2), "warmup_s": round(t_warm, 2), "wall_s": round(wall, 2),
                    "analyses_per_min": round(60 * len(run.computed) / wall, 2),
                    "iterations_per_s": round(len(run.computed) * args.iterations / wall, 1),
-                   "computed": len(run.computed), "failed": len(run.failed), "identical_to_first": same}
+                   "computed": len(run.computed), "failed": len(run.failed), "identical_to_first": same,
+                   "worker_cpu_s": round(cpu1 - cpu0, 1),
+                   "iterations_per_cpu_s": round(len(run.computed) * args.iterations / max(cpu1 - cpu0, 1e-9), 1),
+                   "loadavg_1min_before_after": [load0, load1]}
             report["runs"].append(row)
             print(f"{cfg:>8}: {row['wall_s']:8.1f} s  {row['analyses_per_min']:6.2f} analyses/min  "
                   f"{row['iterations_per_s']:7.1f} iterations/s  (cluster start {t_start:.1f} s, warm-up "
-                  f"{t_warm:.1f} s; identical nulls: {same})", flush=True)
+                  f"{t_warm:.1f} s; worker CPU {row['worker_cpu_s']:.0f} s = {row['iterations_per_cpu_s']:.1f} "
+                  f"iterations per CPU-s; load {load0} -> {load1}; identical nulls: {same})", flush=True)
     finally:
         if args.keep is None:
             shutil.rmtree(root, ignore_errors=True)
