@@ -15,6 +15,15 @@ How an iteration is computed (``_iteration``):
    ``log1p(-k)`` in a second work array (= maximum of MA, Turkeltaub 2012).
 2. One pass over the in-mask voxels finds the largest ALE, collects the voxels
    above the threshold (``log1m < log_cut``) and resets the work array.
+
+Step 1 on the whole grid (``_tiled``, used when the bound cannot prune) runs
+tile by tile: foci are binned into the ``TILE``^3-voxel tiles their kernel
+boxes touch, and each tile is accumulated in a small buffer that stays in the
+L1/L2 cache, experiment by experiment (an experiment with several foci in
+the tile is combined by minimum in a second tile buffer). Every voxel receives
+the same values in the same order (experiment order) as the plain
+accumulation, so the result is bit-identical, and 2-3 times faster when
+hundreds of experiments cover the whole brain.
 3. The supra-threshold voxels are labelled by flood fill with 6-, 18- or
    26-connectivity; cluster size is the voxel count and cluster mass the sum of
    ``ALE - threshold``.
@@ -35,6 +44,8 @@ __all__ = ["Workspace", "run_batch", "neighbour_offsets"]
 MAX_CANDIDATE_SHARE = 0.25
 #: Iterations to skip pruning after it did not pay (results are identical either way).
 PRUNE_BACKOFF = 15
+#: Edge of the cache-sized tiles of the whole-grid path (voxels).
+TILE = 8
 
 
 def neighbour_offsets(connectivity: int) -> np.ndarray:
@@ -61,6 +72,19 @@ class Workspace:
         self.stack = np.empty(n_grid, dtype=np.int64)
         self.bound = np.zeros(n_blocks)
         self.cand_list = np.empty(n_blocks, dtype=np.int64)
+        self.tile_acc = np.zeros(TILE**3)
+        self.tile_comb = np.zeros(TILE**3)
+        self.tile_ptr = np.zeros(1, dtype=np.int64)
+        self.tile_list = np.empty(0, dtype=np.int64)
+
+    def tiles_for(self, plan):
+        """Tile bins sized for ``plan`` (allocated on first use)."""
+        if self.tile_ptr.shape[0] != plan.n_tiles + 1:
+            self.tile_ptr = np.zeros(plan.n_tiles + 1, dtype=np.int64)
+        need = plan.n_foci * plan.max_tiles_per_focus
+        if self.tile_list.shape[0] < need:
+            self.tile_list = np.empty(need, dtype=np.int64)
+        return self.tile_ptr, self.tile_list
 
 
 @numba.njit(cache=True, nogil=True, inline="always")
@@ -285,24 +309,127 @@ def _exact_on_candidates(ijk, exp_offsets, cube_of_exp, log1m_k, start, width, s
                                  cand_list, n_cand, log1m, combine)
 
 
+@numba.njit(cache=True, nogil=True, inline="always")
+def _tile_range(ijk, f, r, shape, tshape):
+    """Tiles (inclusive ranges per axis) that focus f's kernel box touches."""
+    i0 = max(0, ijk[f, 0] - r) // TILE
+    i1 = min(shape[0] - 1, ijk[f, 0] + r) // TILE
+    j0 = max(0, ijk[f, 1] - r) // TILE
+    j1 = min(shape[1] - 1, ijk[f, 1] + r) // TILE
+    k0 = max(0, ijk[f, 2] - r) // TILE
+    k1 = min(shape[2] - 1, ijk[f, 2] + r) // TILE
+    return i0, i1, j0, j1, k0, k1
+
+
 @numba.njit(cache=True, nogil=True)
-def _brute_force(ijk, exp_offsets, cube_of_exp, log1m_k, start, width, shape, mask_flat,
-                 log_cut, cut_ale, log1m, combine, supra, label):
-    """Whole-grid iteration: exact max and supra voxels; resets log1m."""
-    _accumulate(ijk, exp_offsets, cube_of_exp, log1m_k, start, width, shape, log1m, combine)
+def _bin_foci(ijk, cube_of_focus, width, shape, tshape, tile_in_mask, ptr, lst):
+    """Counting sort of (tile, focus) pairs; foci stay in order within a tile.
+
+    On return tile t's foci are ``lst[ptr[t] - n_t : ptr[t]]`` with
+    ``ptr[t - 1]`` (or 0) as start."""
+    TY, TZ = tshape[1], tshape[2]
+    ptr[:] = 0
+    for f in range(ijk.shape[0]):
+        i0, i1, j0, j1, k0, k1 = _tile_range(ijk, f, width[cube_of_focus[f]] // 2, shape, tshape)
+        for A in range(i0, i1 + 1):
+            for B in range(j0, j1 + 1):
+                for C in range(k0, k1 + 1):
+                    t = (A * TY + B) * TZ + C
+                    if tile_in_mask[t]:
+                        ptr[t + 1] += 1
+    for t in range(ptr.shape[0] - 1):
+        ptr[t + 1] += ptr[t]
+    for f in range(ijk.shape[0]):
+        i0, i1, j0, j1, k0, k1 = _tile_range(ijk, f, width[cube_of_focus[f]] // 2, shape, tshape)
+        for A in range(i0, i1 + 1):
+            for B in range(j0, j1 + 1):
+                for C in range(k0, k1 + 1):
+                    t = (A * TY + B) * TZ + C
+                    if tile_in_mask[t]:
+                        lst[ptr[t]] = f
+                        ptr[t] += 1
+
+
+@numba.njit(cache=True, nogil=True)
+def _tiled(ijk, exp_of_focus, cube_of_focus, log1m_k, start, width, shape, tshape, tile_in_mask,
+           mask_grid, log_cut, cut_ale, supra, label, values, ptr, lst, acc, comb):
+    """Whole-grid iteration, tile by tile: exact max and supra voxels.
+
+    Returns (min log1m over the mask, n_supra); supra voxels get
+    ``label = -1`` and ``values = ALE - threshold`` as in the pruned path."""
+    nx, ny, nz = shape[0], shape[1], shape[2]
+    TY, TZ = tshape[1], tshape[2]
+    _bin_foci(ijk, cube_of_focus, width, shape, tshape, tile_in_mask, ptr, lst)
     best = 0.0
     n_supra = 0
-    for q in range(mask_flat.shape[0]):
-        v = mask_flat[q]
-        x = log1m[v]
-        if x < best:
-            best = x
-        if x < log_cut:
-            supra[n_supra] = v
-            n_supra += 1
-            label[v] = -1
-            combine[v] = -np.expm1(x) - cut_ale
-    log1m[:] = 0.0
+    beg = 0
+    for t in range(ptr.shape[0] - 1):
+        end = ptr[t]
+        if end == beg:
+            continue
+        a0 = (t // (TY * TZ)) * TILE
+        b0 = ((t // TZ) % TY) * TILE
+        c0 = (t % TZ) * TILE
+        a1, b1, c1 = min(nx, a0 + TILE), min(ny, b0 + TILE), min(nz, c0 + TILE)
+        acc[:] = 0.0
+        p = beg
+        while p < end:
+            e = exp_of_focus[lst[p]]
+            q = p + 1
+            while q < end and exp_of_focus[lst[q]] == e:
+                q += 1
+            several = q - p > 1  # combine this experiment's foci by minimum first
+            ua0, ua1, ub0, ub1, uc0, uc1 = a1, a0, b1, b0, c1, c0
+            for u in range(p, q):
+                f = lst[u]
+                j = cube_of_focus[f]
+                w = width[j]
+                r = w // 2
+                s0 = start[j]
+                ci, cj, ck = ijk[f, 0], ijk[f, 1], ijk[f, 2]
+                la, ha = max(a0, ci - r), min(a1, ci + r + 1)
+                lb, hb = max(b0, cj - r), min(b1, cj + r + 1)
+                lc, hc = max(c0, ck - r), min(c1, ck + r + 1)
+                if several:
+                    ua0, ua1 = min(ua0, la), max(ua1, ha)
+                    ub0, ub1 = min(ub0, lb), max(ub1, hb)
+                    uc0, uc1 = min(uc0, lc), max(uc1, hc)
+                for a in range(la, ha):
+                    for b in range(lb, hb):
+                        tb = ((a - a0) * TILE + (b - b0)) * TILE - c0
+                        kb = s0 + ((a - ci + r) * w + (b - cj + r)) * w - ck + r
+                        if several:
+                            for c in range(lc, hc):
+                                k = log1m_k[kb + c]
+                                if k < comb[tb + c]:
+                                    comb[tb + c] = k
+                        else:
+                            for c in range(lc, hc):
+                                acc[tb + c] += log1m_k[kb + c]
+            if several:
+                for a in range(ua0, ua1):
+                    for b in range(ub0, ub1):
+                        tb = ((a - a0) * TILE + (b - b0)) * TILE - c0
+                        for c in range(uc0, uc1):
+                            acc[tb + c] += comb[tb + c]
+                            comb[tb + c] = 0.0
+            p = q
+        for a in range(a0, a1):
+            for b in range(b0, b1):
+                base = (a * ny + b) * nz
+                tb = ((a - a0) * TILE + (b - b0)) * TILE - c0
+                for c in range(c0, c1):
+                    v = base + c
+                    if mask_grid[v]:
+                        x = acc[tb + c]
+                        if x < best:
+                            best = x
+                        if x < log_cut:
+                            supra[n_supra] = v
+                            n_supra += 1
+                            label[v] = -1
+                            values[v] = -np.expm1(x) - cut_ale
+        beg = end
     return best, n_supra
 
 
@@ -362,7 +489,8 @@ def _pruned(ijk, exp_offsets, cube_of_exp, cube_of_focus, log1m_k, start, width,
 def run_batch_kernel(draws, mask_ijk, mask_flat, mask_grid, exp_offsets, cube_of_exp, cube_of_focus,
                      log1m_k, start, width, shape, blog, bstart, bwidth, dlo, bshape, block_in_mask,
                      log_cut, cut_ale, nbr, prune, log1m, combine, label, supra, stack, bound,
-                     cand_list, out_ale, out_size, out_mass):
+                     cand_list, exp_of_focus, tshape, tile_in_mask, tile_ptr, tile_list, tile_acc,
+                     tile_comb, out_ale, out_size, out_mass):
     """Run ``draws.shape[0]`` iterations; ``draws[t]`` holds in-mask voxel
     numbers for every focus (in experiment order)."""
     n_foci = draws.shape[1]
@@ -385,8 +513,9 @@ def run_batch_kernel(draws, mask_ijk, mask_flat, mask_grid, exp_offsets, cube_of
         elif skip_prune > 0:
             skip_prune -= 1
         if n_supra < 0:
-            best, n_supra = _brute_force(ijk, exp_offsets, cube_of_exp, log1m_k, start, width, shape,
-                                         mask_flat, log_cut, cut_ale, log1m, combine, supra, label)
+            best, n_supra = _tiled(ijk, exp_of_focus, cube_of_focus, log1m_k, start, width, shape, tshape,
+                                   tile_in_mask, mask_grid, log_cut, cut_ale, supra, label, combine,
+                                   tile_ptr, tile_list, tile_acc, tile_comb)
         size, mass = _clusters(supra, n_supra, combine, label, stack, shape, nbr)
         for q in range(n_supra):
             combine[supra[q]] = 0.0
@@ -402,5 +531,6 @@ def run_batch(draws, plan, ws: Workspace, out_ale, out_size, out_mass, prune: bo
         plan.cube_of_focus, plan.log1m_k, plan.start, plan.width, plan.shape, plan.blog,
         plan.bstart, plan.bwidth, plan.dlo, plan.bshape, plan.block_in_mask, plan.log_cut,
         plan.cut_ale, plan.nbr, prune, ws.log1m, ws.combine, ws.label, ws.supra, ws.stack,
-        ws.bound, ws.cand_list, out_ale, out_size, out_mass,
+        ws.bound, ws.cand_list, plan.exp_of_focus, plan.tshape, plan.tile_in_mask, *ws.tiles_for(plan),
+        ws.tile_acc, ws.tile_comb, out_ale, out_size, out_mass,
     )

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from alemap.inference.cpu import neighbour_offsets
+from alemap.inference.cpu import TILE, neighbour_offsets
 from alemap.kernels.gaussian import KernelCubes, block_bounds
 
 __all__ = ["MonteCarloPlan", "make_plan"]
@@ -42,6 +42,9 @@ class MonteCarloPlan:
     dlo: np.ndarray
     bshape: np.ndarray
     block_in_mask: np.ndarray
+    exp_of_focus: np.ndarray
+    tshape: np.ndarray
+    tile_in_mask: np.ndarray
 
     @property
     def n_foci(self) -> int:
@@ -57,6 +60,17 @@ class MonteCarloPlan:
     def n_blocks(self) -> int:
         """Blocks of 2x2x2 voxels covering the grid."""
         return int(np.prod(self.bshape))
+
+    @property
+    def n_tiles(self) -> int:
+        """Tiles of TILE^3 voxels covering the grid (whole-grid path)."""
+        return int(np.prod(self.tshape))
+
+    @property
+    def max_tiles_per_focus(self) -> int:
+        """Most tiles one focus's kernel box can touch."""
+        per_axis = (int(self.width.max()) + TILE - 2) // TILE + 1
+        return per_axis**3
 
     @property
     def n_grid(self) -> int:
@@ -82,6 +96,10 @@ def make_plan(
     padded = np.zeros(tuple(2 * bshape), dtype=bool)
     padded[: mask.shape[0], : mask.shape[1], : mask.shape[2]] = mask
     block_in_mask = padded.reshape(bshape[0], 2, bshape[1], 2, bshape[2], 2).any(axis=(1, 3, 5))
+    tshape = -(-np.asarray(mask.shape) // TILE)
+    tpad = np.zeros(tuple(TILE * tshape), dtype=bool)
+    tpad[: mask.shape[0], : mask.shape[1], : mask.shape[2]] = mask
+    tile_in_mask = tpad.reshape(tshape[0], TILE, tshape[1], TILE, tshape[2], TILE).any(axis=(1, 3, 5))
     cube_of_exp = np.asarray(cube_of_exp, dtype=np.int64)
     mask_ijk = np.column_stack(np.unravel_index(mask_flat, mask.shape)).astype(np.int64)
     return MonteCarloPlan(
@@ -104,4 +122,7 @@ def make_plan(
         dlo=bb.dlo,
         bshape=bshape.astype(np.int64),
         block_in_mask=block_in_mask.ravel().astype(np.uint8),
+        exp_of_focus=np.repeat(np.arange(len(exp_offsets) - 1), np.diff(exp_offsets)).astype(np.int64),
+        tshape=tshape.astype(np.int64),
+        tile_in_mask=tile_in_mask.ravel().astype(np.uint8),
     )
