@@ -24,6 +24,8 @@ from importlib import resources
 from pathlib import Path
 
 import nibabel as nib
+from types import SimpleNamespace
+
 import numpy as np
 import pytest
 
@@ -108,13 +110,17 @@ def test_per_job_estimate_counts_the_engine_workspace_exactly():
     grid = load_mni152_2mm()
     n_grid = int(np.prod(grid.shape))
     n_blocks = int(np.prod((np.asarray(grid.shape) + 1) // 2))
+    n_tiles = int(np.prod(-(-np.asarray(grid.shape) // 8)))
     ws = Workspace(n_grid, n_blocks)
+    ws.tiles_for(SimpleNamespace(n_tiles=n_tiles, n_foci=0, max_tiles_per_focus=125))  # as run_batch does
     workspace_bytes = sum(a.nbytes for a in vars(ws).values() if isinstance(a, np.ndarray))
-    est = estimate_fit_memory(n_foci=0, n_grid=n_grid, n_mask=grid.n_voxels, n_blocks=n_blocks)
+    est = estimate_fit_memory(n_foci=0, n_grid=n_grid, n_mask=grid.n_voxels, n_blocks=n_blocks, n_tiles=n_tiles)
     assert est.per_job == workspace_bytes  # if Workspace changes, alemap._limits must follow
     assert estimate_fit_memory(n_foci=0, n_grid=n_grid, n_mask=grid.n_voxels).per_job >= workspace_bytes
-    bigger = estimate_fit_memory(n_foci=1000, n_grid=n_grid, n_mask=grid.n_voxels, n_blocks=n_blocks)
-    assert bigger.per_job - est.per_job == 1000 * (2 * 32 * 8 + 24)  # one batch of relocated foci
+    bigger = estimate_fit_memory(n_foci=1000, n_grid=n_grid, n_mask=grid.n_voxels, n_blocks=n_blocks,
+                                 n_tiles=n_tiles)
+    # one batch of relocated foci, their voxel indices, and their tile bins (int32, 5^3 tiles for 31^3 kernels)
+    assert bigger.per_job - est.per_job == 1000 * (2 * 32 * 8 + 24 + 4 * 125)
 
 
 def test_ma_estimate_bounds_the_real_ma_maps():
@@ -165,9 +171,10 @@ def test_jobs_within():
     assert "more than the limit of 149 bytes. Nothing was computed." in str(info.value)
 
 
-def test_building_the_ma_maps_can_be_the_peak():
+def test_ma_maps_and_work_arrays_add_up():
+    # the MA builder allocates its arrays once (two passes), so building is never the peak
     est = MemoryEstimate(base=0, ma_maps=100, maps=0, per_job=10)
-    assert est.total(1) == 200 and est.total(5) == 200 and est.total(11) == 210
+    assert est.total(1) == 110 and est.total(5) == 150 and est.total(11) == 210
 
 
 def test_max_memory_too_small_stops_before_computing(foci, tmp_path, capsys, no_fit):

@@ -50,10 +50,10 @@ __all__ = [
 
 #: Interpreter, libraries, compiling the engine (first run) and the mask (measured on Linux x86-64, rounded up).
 BASE_BYTES = 384 * 2**20
-#: Bytes per entry of the sparse MA maps (int64 voxel index + float64 value).
-MA_ENTRY_BYTES = 16
-#: Peak of the MA builder's growing buffers relative to their final size.
-MA_BUILD_FACTOR = 2
+#: Bytes per entry of the sparse MA maps (int32 voxel index + float64 value).
+MA_ENTRY_BYTES = 12
+#: Peak of the MA builder relative to its final size (two passes: allocated exactly once).
+MA_BUILD_FACTOR = 1
 #: Per-thread work arrays per full-grid voxel: 2 float64 + int32 + 2 int64 (cpu.Workspace).
 WORKSPACE_BYTES_PER_VOXEL = 8 + 8 + 4 + 8 + 8
 #: Per-thread block arrays per 2x2x2 block: float64 bound + int64 candidate list.
@@ -63,6 +63,12 @@ BATCH = 32
 #: In-mask float64 vectors alive at once (maps, p-values, plan) and full-grid volumes.
 MASK_VECTORS = 16
 GRID_VOLUMES = 6
+
+def _tiles_per_focus(kernel_voxels: int) -> int:
+    """Most TILE^3 tiles (alemap.inference.cpu.TILE = 8) one kernel box touches."""
+    width = round(int(kernel_voxels) ** (1 / 3))
+    return ((width + 6) // 8 + 1) ** 3
+
 
 _UNITS = {"": 1, "b": 1, "k": 2**10, "m": 2**20, "g": 2**30, "t": 2**40}
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d*)?|\.\d+)\s*([kmgt]?)(?:i?b)?\s*$", re.IGNORECASE)
@@ -150,6 +156,7 @@ def estimate_fit_memory(
     kernel_voxels: int = 31**3,
     n_experiments: int = 0,
     n_blocks: int | None = None,
+    n_tiles: int | None = None,
 ) -> MemoryEstimate:
     """Peak memory of one ALE fit.
 
@@ -169,6 +176,8 @@ def estimate_fit_memory(
         Voxels of the largest kernel cube (31^3 for one subject).
     n_experiments : int
         Only for the message.
+    n_tiles : int, optional
+        8^3-voxel tiles covering the grid; default ``n_blocks`` (an upper bound).
     n_blocks : int, optional
         2x2x2 blocks covering the grid (``prod((shape + 1) // 2)``); default
         ``n_grid``, an upper bound for any shape.
@@ -176,11 +185,14 @@ def estimate_fit_memory(
     if ma_entries is None:
         ma_entries = int(n_foci) * min(int(kernel_voxels), int(n_mask))
     n_blocks = int(n_grid if n_blocks is None else n_blocks)
+    n_tiles = int(n_blocks if n_tiles is None else n_tiles)
     per_job = (
         WORKSPACE_BYTES_PER_VOXEL * n_grid
         + WORKSPACE_BYTES_PER_BLOCK * n_blocks
+        + 8 * (n_tiles + 1) + 2 * 8 * 8**3  # tile pointers and the two tile buffers
         + 2 * BATCH * n_foci * 8  # relocated foci of one batch, and the generator's temporary
         + 3 * 8 * n_foci  # voxel indices of one iteration
+        + 4 * n_foci * _tiles_per_focus(kernel_voxels)  # tile bins of the whole-grid path
     )
     maps = MASK_VECTORS * 8 * n_mask + GRID_VOLUMES * 8 * n_grid + 300 * n_foci
     return MemoryEstimate(
@@ -205,9 +217,10 @@ def estimate_experiments_memory(experiments, grid) -> MemoryEstimate:
     entries = int(np.minimum(per_exp, grid.n_voxels).sum())
     n_grid = int(np.prod(grid.shape))
     n_blocks = int(np.prod((np.asarray(grid.shape) + 1) // 2))
+    n_tiles = int(np.prod(-(-np.asarray(grid.shape) // 8)))
     return estimate_fit_memory(
         experiments.n_foci, n_grid, grid.n_voxels, ma_entries=entries, n_experiments=experiments.n_experiments,
-        n_blocks=n_blocks,
+        n_blocks=n_blocks, n_tiles=n_tiles, kernel_voxels=max(kvox.values()),
     )
 
 

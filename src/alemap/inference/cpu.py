@@ -75,7 +75,7 @@ class Workspace:
         self.tile_acc = np.zeros(TILE**3)
         self.tile_comb = np.zeros(TILE**3)
         self.tile_ptr = np.zeros(1, dtype=np.int64)
-        self.tile_list = np.empty(0, dtype=np.int64)
+        self.tile_list = np.empty(0, dtype=np.int32)
 
     def tiles_for(self, plan):
         """Tile bins sized for ``plan`` (allocated on first use)."""
@@ -83,7 +83,7 @@ class Workspace:
             self.tile_ptr = np.zeros(plan.n_tiles + 1, dtype=np.int64)
         need = plan.n_foci * plan.max_tiles_per_focus
         if self.tile_list.shape[0] < need:
-            self.tile_list = np.empty(need, dtype=np.int64)
+            self.tile_list = np.empty(need, dtype=np.int32)
         return self.tile_ptr, self.tile_list
 
 
