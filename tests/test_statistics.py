@@ -66,3 +66,29 @@ def test_p_to_z_is_finite_and_one_sided():
     z = p_to_z(np.array([0.0, 1e-320, 0.7, 1.0]))
     assert np.all(np.isfinite(z))
     assert z[2] == 0.0 and z[3] == 0.0
+
+
+def test_null_capped_at_the_observed_maximum_is_exact_below_it():
+    """analytic_null(ma, upto): bins below the cap are folded exactly as without it."""
+    rng = np.random.default_rng(4)
+    shape = (24, 24, 24)
+    mask = np.ones(shape, dtype=bool)
+    counts = rng.integers(2, 9, size=40)
+    ijk = rng.integers(0, 24, size=(int(counts.sum()), 3))
+    offsets = np.concatenate([[0], np.cumsum(counts)])
+    n_subjects = rng.integers(8, 30, size=40)
+    cubes = kernel_cubes(n_subjects)
+    ma = ma_maps(ijk, offsets, cubes.index(n_subjects), cubes, mask)
+    ale = ale_from_ma(ma)
+    full = analytic_null(ma)
+    cap = analytic_null(ma, upto=float(ale.max()))
+    assert len(cap.centres) < len(full.centres)
+    assert np.array_equal(cap.centres, full.centres[: len(cap.centres)])
+    # the folded weights below the merged last bin are bit-identical
+    assert np.array_equal(cap.weights[:-1], full.weights[: len(cap.weights) - 1])
+    np.testing.assert_allclose(cap.p_values(ale), full.p_values(ale), rtol=1e-13, atol=0)
+    for p in (0.05, 0.01, 0.001):
+        assert cap.threshold(p) == full.threshold(p)
+    # above the cap p is an upper bound (the merged tail)
+    above = np.array([cap.centres[-1] + 0.01])
+    assert cap.p_values(above)[0] >= full.p_values(above)[0]

@@ -20,6 +20,7 @@ from alemap.corrections.cluster import CONNECTIVITIES, cluster_inference
 from alemap.corrections.voxel import fdr_threshold, fwe_p_from_null, fwe_threshold
 from alemap.data.experiment_set import ExperimentSet
 from alemap.exceptions import AlemapError, InputError
+from alemap.inference.backends import BACKENDS, backend_label, resolve_backend
 from alemap.inference.checkpoint import NullCheckpoint
 from alemap.inference.montecarlo import run_null
 from alemap.inference.plan import make_plan
@@ -50,6 +51,7 @@ _CONSTRAINTS = {
     "cluster_stat": Options(("size", "mass")),
     "fdr_q": Interval(float, 0, 1, "neither"),
     "jobs": Interval(int, 1, None),
+    "backend": Options(BACKENDS),
 }
 
 
@@ -80,6 +82,11 @@ class ALE:
         FDR level for the ``z_fdr`` map (BH).
     jobs : int, default 1
         CPU threads for the Monte Carlo null.
+    backend : {"auto", "cpu", "gpu"}, default "auto"
+        Engine of the Monte Carlo null: ``"cpu"`` (numba, ``jobs`` threads),
+        ``"gpu"`` (CuPy; needs ``pip install "alemap[gpu]"`` and a CUDA device),
+        ``"auto"`` (the GPU when one can be used, else the CPU). Both relocate
+        the same foci for the same seed (:mod:`alemap.inference.backends`).
     mask : path or Grid, optional
         Analysis mask; default the shipped MNI152 2 mm brain mask.
     quiet : bool, default False
@@ -101,6 +108,7 @@ class ALE:
         jobs: int = 1,
         mask: str | Path | Grid | None = None,
         quiet: bool = False,
+        backend: str = "auto",
     ):
         self.iterations = iterations
         self.seed = seed
@@ -115,6 +123,7 @@ class ALE:
         self.jobs = jobs
         self.mask = mask
         self.quiet = quiet
+        self.backend = backend
 
     def get_params(self) -> dict:
         """The parameters as a dict (the mask as its name)."""
@@ -145,6 +154,8 @@ class ALE:
             same inputs and parameters resumes from it.
         """
         validate("ALE", _CONSTRAINTS, {k: getattr(self, k) for k in _CONSTRAINTS})
+        if self.iterations > 0:
+            resolve_backend(self.backend)  # a GPU asked for but not usable fails here, before any computing
         t0 = time.perf_counter()
         inputs: list[str] = []
         if not isinstance(experiments, ExperimentSet):
@@ -162,17 +173,19 @@ class ALE:
         cube_of_exp = cubes.index(exps.n_subjects)
         ma = ma_maps(placed.ijk, exps.offsets, cube_of_exp, cubes, grid.mask)
         ale = ale_from_ma(ma)
-        null = analytic_null(ma)
+        null = analytic_null(ma, upto=float(ale.max(initial=0.0)))  # p-values are only asked up to the maximum
+        del ma  # the largest array of a big analysis; the Monte Carlo does not need it
         p = null.p_values(ale)
         z = p_to_z(p)
         cut = null.threshold(self.cluster_forming_p)
         plan = make_plan(grid.mask, exps.offsets, cube_of_exp, cubes, cut, self.connectivity)
+        self._null_backend = "cpu"  # what ran the null, unless _monte_carlo (or an override) says otherwise
         maxima = self._monte_carlo(plan, placed, grid, checkpoint)
         maps, clusters, thresholds = self._correct(grid, ale, p, z, cut, maxima)
         _check_maps(maps)
         provenance = build_provenance(
             self.get_params(), grid, placed, inputs, time.perf_counter() - t0, thresholds,
-            n_experiments_input=experiments.n_experiments,
+            n_experiments_input=experiments.n_experiments, backend=backend_label(self._null_backend),
         )
         return ALEResult(
             grid=grid, experiments=exps, ijk=placed.ijk, maps=maps, clusters=clusters,
@@ -198,10 +211,12 @@ class ALE:
             ckpt = NullCheckpoint(Path(checkpoint), key, self.iterations)
         done, partial = (None, None) if ckpt is None else ckpt.load()
         n_left = self.iterations - (0 if done is None else int(ckpt.iterations_done(done)))
+        backend = resolve_backend(self.backend) if self.iterations > 0 else "cpu"
+        self._null_backend = backend
         with progress_bar(n_left, "Monte Carlo null", self.quiet) as advance:
             maxima = run_null(
                 plan, self.iterations, self.seed, self.jobs, progress=advance,
-                done=done, partial=partial, on_batch=None if ckpt is None else ckpt.on_batch,
+                done=done, partial=partial, on_batch=None if ckpt is None else ckpt.on_batch, backend=backend,
             )
         if ckpt is not None:
             ckpt.save(maxima)  # complete; the caller removes it once outputs are written

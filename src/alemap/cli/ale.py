@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 __all__ = ["add_parser", "run", "add_ale_options", "estimator_from_args", "run_analysis", "memory_size",
-           "add_max_memory_option", "INCOMPLETE_MARKERS"]
+           "add_max_memory_option", "add_backend_option", "INCOMPLETE_MARKERS"]
 
 CHECKPOINT_NAME = ".alemap-null-checkpoint.npz"
 #: Files that say "this folder holds a finished run"; removed before a new run overwrites the folder's outputs.
@@ -34,6 +34,15 @@ def add_max_memory_option(p: argparse.ArgumentParser) -> None:
     )
 
 
+def add_backend_option(p: argparse.ArgumentParser) -> None:
+    """``--backend auto|cpu|gpu``: shared by ``ale``, ``demo`` and ``run``."""
+    p.add_argument(
+        "--backend", default="auto", choices=("auto", "cpu", "gpu"),
+        help="engine of the Monte Carlo null: cpu (numba, --jobs threads), gpu (CuPy: pip install \"alemap[gpu]\" "
+             "and a CUDA device) or auto (the GPU when one can be used; default)",
+    )
+
+
 def add_ale_options(p: argparse.ArgumentParser) -> None:
     """Options shared by ``ale`` and ``demo``."""
     p.add_argument("-o", "--output", required=True, type=Path, metavar="OUTDIR", help="output folder")
@@ -48,6 +57,7 @@ def add_ale_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--cluster-stat", default="size", choices=("size", "mass"), help="statistic for z_cfwe")
     p.add_argument("--mask", type=Path, default=None, help="analysis mask (default MNI152 2 mm)")
     p.add_argument("--jobs", type=int, default=None, help="CPU threads (default: all cores)")
+    add_backend_option(p)
     p.add_argument("--quiet", action="store_true", help="no progress bar or summary")
     p.add_argument("--no-report", action="store_true", help="do not write report.html")
     p.add_argument("--fail-safe-n", action="store_true",
@@ -73,6 +83,7 @@ def estimator_from_args(args):
         alpha=args.alpha, connectivity=args.connectivity, placement=args.placement,
         tal2mni=args.tal2mni, outside_mask=args.outside_mask, cluster_stat=args.cluster_stat,
         jobs=args.jobs or os.cpu_count() or 1, mask=args.mask, quiet=args.quiet,
+        backend=getattr(args, "backend", "auto"),
     )
 
 

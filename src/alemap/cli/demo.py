@@ -60,7 +60,8 @@ def run(args) -> int:
     from alemap.designs.runner import run_project
 
     project = _with_overrides(load_project(project_path()), args.iterations, args.seed)
-    run_project(project, args.output, jobs=args.jobs or os.cpu_count() or 1, quiet=args.quiet)
+    run_project(project, args.output, jobs=args.jobs or os.cpu_count() or 1, quiet=args.quiet,
+                backend=getattr(args, "backend", "auto"))
     if not args.no_report:
         from alemap.cli.report import write_report
 

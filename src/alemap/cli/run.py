@@ -10,7 +10,7 @@ import os
 import sys
 from pathlib import Path
 
-from alemap.cli.ale import add_max_memory_option
+from alemap.cli.ale import add_backend_option, add_max_memory_option
 
 __all__ = ["add_parser", "run", "project_preflight"]
 
@@ -24,6 +24,7 @@ def add_parser(sub) -> None:
     p.add_argument("project", type=Path, metavar="PROJECT.yaml")
     p.add_argument("-o", "--output", required=True, type=Path, metavar="OUTDIR")
     p.add_argument("--jobs", type=int, default=None, help="CPU threads (default: all cores)")
+    add_backend_option(p)
     p.add_argument("--quiet", action="store_true", help="no progress output")
     p.add_argument("--no-report", action="store_true", help="do not write report.html")
     add_max_memory_option(p)
@@ -61,13 +62,15 @@ def run(args) -> int:
     """Entry point of ``alemap run``."""
     from alemap.designs import load_project
     from alemap.designs.runner import run_project
+    from alemap.inference.backends import resolve_backend
 
     project = load_project(args.project)
+    resolve_backend(getattr(args, "backend", "auto"))  # a GPU asked for but not usable: fail before anything runs
     jobs = project_preflight(project, Path(args.output), args.jobs or os.cpu_count() or 1,
                              getattr(args, "max_memory", None), not args.no_report, args.quiet)
     for marker in PROJECT_MARKERS:
         (Path(args.output) / marker).unlink(missing_ok=True)
-    run_project(project, args.output, jobs=jobs, quiet=args.quiet)
+    run_project(project, args.output, jobs=jobs, quiet=args.quiet, backend=getattr(args, "backend", "auto"))
     if not args.quiet:
         print(f"alemap: project results in {args.output}", file=sys.stderr)
     if not args.no_report:

@@ -293,7 +293,8 @@ def run_analysis_job(job: dict) -> dict:
         return {"status": "skipped (complete)", "skipped": True}
     t0 = time.perf_counter()
     folder.mkdir(parents=True, exist_ok=True)
-    est = ALE(seed=job["seed"], jobs=job["jobs"], quiet=True, **job["params"])
+    # CPU: several worker processes would otherwise contend for one GPU (a GPU batch backend is future work)
+    est = ALE(seed=job["seed"], jobs=job["jobs"], quiet=True, backend="cpu", **job["params"])
     with _warnings_as_notes(job):
         result = est.fit(job["experiments"], checkpoint=folder / CHECKPOINT)
     out = _finish(result, job, folder, dict(job["execution"], shard="analyses"))
@@ -367,7 +368,7 @@ def _run_sharded(job: dict, backend, shard_batches: int | None, execution: dict)
                 job["on_shard"](job["name"], res)
         return maxima
 
-    est = _ShardedALE(null_runner=null_runner, seed=job["seed"], jobs=1, quiet=True, **job["params"])
+    est = _ShardedALE(null_runner=null_runner, seed=job["seed"], jobs=1, quiet=True, backend="cpu", **job["params"])
     with _warnings_as_notes(job):
         result = est.fit(job["experiments"])
     out = _finish(result, job, folder, dict(execution, shard="iterations", shard_batches=info.get("shard_batches"),

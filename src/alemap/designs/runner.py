@@ -159,16 +159,16 @@ def _complete(folder: Path, files, key: str) -> bool:
         return False
 
 
-def _estimator(params: dict, project: Project, jobs: int, quiet: bool) -> ALE:
+def _estimator(params: dict, project: Project, jobs: int, quiet: bool, backend: str = "auto") -> ALE:
     kw = {k: v for k, v in params.items() if k != "mask"}
     mask = params.get("mask")
     if mask is not None:
         mask = str((project.base / mask).resolve())
-    return ALE(jobs=jobs, quiet=quiet, mask=mask, **kw)
+    return ALE(jobs=jobs, quiet=quiet, mask=mask, backend=backend, **kw)
 
 
-def _run_ale(name, a, project, subset, folder, jobs, quiet, key, inputs):
-    est = _estimator(a["params"], project, jobs, quiet)
+def _run_ale(name, a, project, subset, folder, jobs, quiet, key, inputs, backend="auto"):
+    est = _estimator(a["params"], project, jobs, quiet, backend)
     grid = est._grid()
     if _complete(folder, _ale_files(a["params"]), key):
         placed = est.place(subset)
@@ -207,8 +207,15 @@ def _write_maps(folder, grid, maps, names):
         write_nifti(folder / f"{key}.nii.gz", grid.to_image(maps[key]))
 
 
-def run_project(project: Project, outdir: str | Path, jobs: int = 1, quiet: bool = False) -> ProjectRun:
-    """Run a validated project; see the module docstring."""
+def run_project(project: Project, outdir: str | Path, jobs: int = 1, quiet: bool = False,
+                backend: str = "auto") -> ProjectRun:
+    """Run a validated project; see the module docstring.
+
+    ``backend`` (``"auto"``, ``"cpu"``, ``"gpu"``) runs the Monte Carlo null of
+    the ALE analyses (:class:`alemap.ALE`); it is not part of the analysis keys,
+    as every backend gives the same null for the same seed (masses up to
+    float rounding).
+    """
     outdir = Path(outdir)
     experiments = _load_inputs(project)
     groups = _resolve_groups(project, experiments)
@@ -235,7 +242,8 @@ def run_project(project: Project, outdir: str | Path, jobs: int = 1, quiet: bool
             keys[name] = _key(__version__, spec, [keys[r] for r in a["refs"]])
         _say(quiet, f"[{i}/{len(order)}] {name} ({a['type']})")
         if a["type"] == "ale":
-            status, results[name] = _run_ale(name, a, project, exps, folder, jobs, quiet, keys[name], inputs)
+            status, results[name] = _run_ale(name, a, project, exps, folder, jobs, quiet, keys[name], inputs,
+                                             backend)
         elif a["type"] == "csale":
             status = _run_csale(name, a, project, exps, folder, jobs, quiet, keys[name], inputs, notes[name])
         elif a["type"] == "contrast":

@@ -74,8 +74,9 @@ def run_null(
     done: np.ndarray | None = None,
     partial: NullMaxima | None = None,
     on_batch: Callable[[int, NullMaxima], None] | None = None,
+    backend: str = "cpu",
 ) -> NullMaxima:
-    """Run the Monte Carlo null on the CPU backend.
+    """Run the Monte Carlo null on the CPU (numba) or GPU (CuPy) backend.
 
     Parameters
     ----------
@@ -94,6 +95,13 @@ def run_null(
     on_batch : callable, optional
         Called (from the main thread) after each batch with the batch index and
         the current maxima, for checkpoints.
+    backend : {"cpu", "gpu", "auto", "numpy"}
+        ``"cpu"``: the numba engine on ``jobs`` threads; ``"gpu"``: the array
+        engine of :mod:`alemap.inference.gpu` on CuPy (``jobs`` is not used);
+        ``"auto"``: see :func:`alemap.inference.backends.resolve_backend`;
+        ``"numpy"``: the GPU code path run on the host with NumPy (slow; it
+        exists to test that path without a GPU). Every backend relocates the
+        same foci for the same seed.
     """
     ale = np.zeros(n_iterations) if partial is None else partial.ale.copy()
     size = np.zeros(n_iterations, dtype=np.int64) if partial is None else partial.size.copy()
@@ -115,7 +123,18 @@ def run_null(
         if on_batch is not None:
             on_batch(b, NullMaxima(ale, size, mass))
 
-    if jobs <= 1:
+    if backend not in ("cpu", "gpu", "auto", "numpy"):
+        raise ValueError(f"run_null: backend must be 'cpu', 'gpu', 'auto' or 'numpy', not {backend!r}")
+    if backend == "auto":
+        from alemap.inference.backends import resolve_backend
+
+        backend = resolve_backend(backend)
+    if backend != "cpu":
+        if todo:
+            from alemap.inference.gpu import run_null_array
+
+            run_null_array(plan, seed, todo, ale, size, mass, finished, backend)
+    elif jobs <= 1:
         for b, lo, hi in todo:
             finished(*work(b, lo, hi))
     else:

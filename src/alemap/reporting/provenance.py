@@ -40,8 +40,9 @@ def library_versions() -> dict:
     return out
 
 
-def build_provenance(params, grid, placed, inputs, runtime_s, thresholds, n_experiments_input) -> dict:
-    """The provenance record of one ALE fit."""
+def build_provenance(params, grid, placed, inputs, runtime_s, thresholds, n_experiments_input,
+                     backend: str = "cpu-numba") -> dict:
+    """The provenance record of one ALE fit; ``backend`` names the engine that ran the Monte Carlo null."""
     from alemap.inference.montecarlo import BATCH_SIZE
 
     exps = placed.experiments
@@ -56,7 +57,7 @@ def build_provenance(params, grid, placed, inputs, runtime_s, thresholds, n_expe
             "root": params["seed"],
             "contract": f"batch b of {BATCH_SIZE} iterations draws from numpy SeedSequence(seed, spawn_key=(b,))",
         },
-        "backend": "cpu-numba",
+        "backend": backend,
         "versions": library_versions(),
         "counts": {
             "experiments_input": int(n_experiments_input),

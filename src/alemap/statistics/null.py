@@ -116,10 +116,23 @@ class AnalyticNull:
         return float(self.centres[max(0, below[0] - 1)])
 
 
-def analytic_null(ma: MAMaps) -> AnalyticNull:
-    """Fold the experiments' MA histograms into the null of ALE."""
+def analytic_null(ma: MAMaps, upto: float | None = None) -> AnalyticNull:
+    """Fold the experiments' MA histograms into the null of ALE.
+
+    ``upto``: the largest ALE value whose p-value will be asked for (the
+    observed maximum). Bins above it (plus two) are merged into one last bin.
+    Because ``1 - (1 - a)(1 - b) >= max(a, b)``, mass never leaves that bin
+    and every bin below it receives exactly the same contributions, in the
+    same order, as without the cap: p-values up to ``upto`` are unchanged (to
+    the last bits of the normalising sum) and the fold skips the far tail,
+    which for hundreds of experiments is most of the support (a 1,000-experiment
+    null reaches ALE ~1 in 1e-5 bins, its observed maximum ~0.3). p-values
+    above ``upto`` are upper bounds (the tail mass of the merged bin).
+    """
     max_ma = np.ceil(ma.max_per_experiment() * _INV) / _INV
     max_ale = 1.0 - np.prod(1.0 - max_ma)
+    if upto is not None:
+        max_ale = min(max_ale, float(upto) + 2 * BIN_WIDTH)
     centres = np.round(np.arange(0.0, max_ale + 1.5 * BIN_WIDTH, BIN_WIDTH), 5)
     weights = _fold(ma.indptr, ma.vals, ma.n_voxels, centres.shape[0], centres)
     return AnalyticNull(centres=centres, weights=weights)
