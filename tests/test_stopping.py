@@ -79,3 +79,46 @@ def test_run_sequential_runs_to_the_end_when_never_narrow():
 def test_stopping_rule_rejects_bad_parameters(kw):
     with pytest.raises(ValueError, match="stopping"):
         StoppingRule(**kw)
+
+
+
+@pytest.fixture
+def small_checks(monkeypatch):
+    """Checks every 64 iterations from 64, so the estimator test stays fast."""
+    import functools
+
+    import alemap.estimator
+    import alemap.inference.stopping as stopping
+
+    monkeypatch.setattr(stopping, "CHECK_EVERY", 64)
+    monkeypatch.setattr(alemap.estimator, "StoppingRule", functools.partial(StoppingRule, min_iterations=64))
+
+
+def test_ale_stopped_early_equals_a_run_of_that_many_iterations(small_checks):
+    """The seed contract: an analysis stopped at n has exactly the null and maps of iterations=n."""
+    from importlib import resources
+
+    from alemap import ALE
+    from alemap.io import load_experiments
+
+    finger = load_experiments(str(resources.files("alemap.resources.demo").joinpath("EickhoffHBM09.txt")))
+    exps = finger.select(list(range(0, finger.n_experiments, 3)))  # 25 experiments: fast
+    stopped = ALE(iterations=2000, seed=7, quiet=True, jobs=2, sequential_stop=0.5, backend="cpu").fit(exps)
+    n = stopped.null_maxima.n_iterations
+    rec = stopped.provenance["monte_carlo"]
+    assert rec["iterations_requested"] == 2000 and rec["iterations_run"] == n
+    assert n < 2000 and n % 64 == 0 and rec["sequential_stop"]["stopped_early"]
+    assert rec["sequential_stop"]["checks"][-1]["narrow"]
+    plain = ALE(iterations=n, seed=7, quiet=True, jobs=1, backend="cpu").fit(exps)
+    for f in ("ale", "size", "mass"):
+        np.testing.assert_array_equal(getattr(stopped.null_maxima, f), getattr(plain.null_maxima, f))
+    np.testing.assert_array_equal(stopped.maps["z_cfwe"], plain.maps["z_cfwe"])
+    assert plain.provenance["monte_carlo"]["sequential_stop"] is None
+
+
+def test_sequential_stop_parameter_is_validated():
+    from alemap import ALE
+    from alemap.exceptions import ParameterError
+
+    with pytest.raises(ParameterError, match="sequential_stop"):
+        ALE(sequential_stop=-0.1).fit([])

@@ -22,7 +22,8 @@ from alemap.data.experiment_set import ExperimentSet
 from alemap.exceptions import AlemapError, InputError
 from alemap.inference.backends import BACKENDS, backend_label, resolve_backend
 from alemap.inference.checkpoint import NullCheckpoint
-from alemap.inference.montecarlo import run_null
+from alemap.inference.montecarlo import BATCH_SIZE, NullMaxima, run_null
+from alemap.inference.stopping import StoppingRule, run_sequential
 from alemap.inference.plan import make_plan
 from alemap.io.sleuth import MAX_ABS_MM
 from alemap.kernels.gaussian import kernel_cubes
@@ -52,6 +53,7 @@ _CONSTRAINTS = {
     "fdr_q": Interval(float, 0, 1, "neither"),
     "jobs": Interval(int, 1, None),
     "backend": Options(BACKENDS),
+    "sequential_stop": (None, Interval(float, 0, 1, "right")),
 }
 
 
@@ -87,6 +89,14 @@ class ALE:
         ``"gpu"`` (CuPy; needs ``pip install "alemap[gpu]"`` and a CUDA device),
         ``"auto"`` (the GPU when one can be used, else the CPU). Both relocate
         the same foci for the same seed (:mod:`alemap.inference.backends`).
+    sequential_stop : float, optional
+        Off by default. When set (e.g. ``0.05``), the Monte Carlo null stops
+        before ``iterations`` once the 95 % confidence intervals of the
+        voxel-level FWE threshold and of the cluster-level one (``cluster_stat``)
+        are narrower than this fraction of the thresholds, checked every 1,024
+        iterations from 2,048 (:mod:`alemap.inference.stopping`). A run that
+        stops at ``n`` has exactly the null of ``iterations=n`` with the same
+        seed; provenance records where and why it stopped.
     mask : path or Grid, optional
         Analysis mask; default the shipped MNI152 2 mm brain mask.
     quiet : bool, default False
@@ -109,6 +119,7 @@ class ALE:
         mask: str | Path | Grid | None = None,
         quiet: bool = False,
         backend: str = "auto",
+        sequential_stop: float | None = None,
     ):
         self.iterations = iterations
         self.seed = seed
@@ -124,6 +135,7 @@ class ALE:
         self.mask = mask
         self.quiet = quiet
         self.backend = backend
+        self.sequential_stop = sequential_stop
 
     def get_params(self) -> dict:
         """The parameters as a dict (the mask as its name)."""
@@ -180,6 +192,7 @@ class ALE:
         cut = null.threshold(self.cluster_forming_p)
         plan = make_plan(grid.mask, exps.offsets, cube_of_exp, cubes, cut, self.connectivity)
         self._null_backend = "cpu"  # what ran the null, unless _monte_carlo (or an override) says otherwise
+        self._stopping = None  # the sequential stopping record, when the rule is on
         maxima = self._monte_carlo(plan, placed, grid, checkpoint)
         maps, clusters, thresholds = self._correct(grid, ale, p, z, cut, maxima)
         _check_maps(maps)
@@ -187,6 +200,8 @@ class ALE:
             self.get_params(), grid, placed, inputs, time.perf_counter() - t0, thresholds,
             n_experiments_input=experiments.n_experiments, backend=backend_label(self._null_backend),
         )
+        provenance["monte_carlo"] = {"iterations_requested": self.iterations,
+                                     "iterations_run": maxima.n_iterations, "sequential_stop": self._stopping}
         return ALEResult(
             grid=grid, experiments=exps, ijk=placed.ijk, maps=maps, clusters=clusters,
             null_maxima=maxima, analytic_null=null, thresholds=thresholds, provenance=provenance,
@@ -213,14 +228,42 @@ class ALE:
         n_left = self.iterations - (0 if done is None else int(ckpt.iterations_done(done)))
         backend = resolve_backend(self.backend) if self.iterations > 0 else "cpu"
         self._null_backend = backend
+        self._stopping = None
         with progress_bar(n_left, "Monte Carlo null", self.quiet) as advance:
-            maxima = run_null(
-                plan, self.iterations, self.seed, self.jobs, progress=advance,
-                done=done, partial=partial, on_batch=None if ckpt is None else ckpt.on_batch, backend=backend,
-            )
+            def run(n_iter, done_, partial_):
+                return run_null(
+                    plan, n_iter, self.seed, self.jobs, progress=advance, done=done_, partial=partial_,
+                    on_batch=None if ckpt is None else ckpt.on_batch, backend=backend,
+                )
+
+            if self.sequential_stop is None or self.iterations == 0:
+                maxima = full = run(self.iterations, done, partial)
+            else:
+                maxima, full = self._sequential(run, done, partial)
         if ckpt is not None:
-            ckpt.save(maxima)  # complete; the caller removes it once outputs are written
+            ckpt.save(full)  # complete; the caller removes it once outputs are written
         return maxima
+
+    def _sequential(self, run, done, partial):
+        """The null with the sequential stopping rule: (maxima used, full-length arrays for the checkpoint)."""
+        n_batches = -(-self.iterations // BATCH_SIZE)
+        state = {
+            "done": np.zeros(n_batches, dtype=bool) if done is None else done.copy(),
+            "full": partial if partial is not None else NullMaxima(
+                np.zeros(self.iterations), np.zeros(self.iterations, dtype=np.int64), np.zeros(self.iterations)),
+        }
+
+        def run_prefix(n):
+            todo = np.arange(n_batches) < -(-n // BATCH_SIZE)
+            state["full"] = run(self.iterations, state["done"] | ~todo, state["full"])
+            state["done"] |= todo
+            f = state["full"]
+            return NullMaxima(f.ale[:n], f.size[:n], f.mass[:n])
+
+        rule = StoppingRule(rel_width=float(self.sequential_stop))
+        maxima, self._stopping = run_sequential(run_prefix, self.iterations, rule, self.alpha,
+                                                ("ale", self.cluster_stat))
+        return maxima, state["full"]
 
     def _correct(self, grid, ale, p, z, cut, maxima):
         thresholds = {"cluster_forming_ale": cut, "cluster_forming_p": self.cluster_forming_p}

@@ -57,6 +57,10 @@ def add_ale_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--cluster-stat", default="size", choices=("size", "mass"), help="statistic for z_cfwe")
     p.add_argument("--mask", type=Path, default=None, help="analysis mask (default MNI152 2 mm)")
     p.add_argument("--jobs", type=int, default=None, help="CPU threads (default: all cores)")
+    p.add_argument("--sequential-stop", type=float, default=None, metavar="REL_WIDTH",
+                   help="stop the Monte Carlo early once the 95%% confidence intervals of the FWE thresholds are "
+                        "narrower than REL_WIDTH (e.g. 0.05) of the thresholds; checked every 1024 iterations "
+                        "from 2048 (default: off, run all --iterations)")
     add_backend_option(p)
     p.add_argument("--quiet", action="store_true", help="no progress bar or summary")
     p.add_argument("--no-report", action="store_true", help="do not write report.html")
@@ -83,7 +87,7 @@ def estimator_from_args(args):
         alpha=args.alpha, connectivity=args.connectivity, placement=args.placement,
         tal2mni=args.tal2mni, outside_mask=args.outside_mask, cluster_stat=args.cluster_stat,
         jobs=args.jobs or os.cpu_count() or 1, mask=args.mask, quiet=args.quiet,
-        backend=getattr(args, "backend", "auto"),
+        backend=getattr(args, "backend", "auto"), sequential_stop=getattr(args, "sequential_stop", None),
     )
 
 
