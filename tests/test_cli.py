@@ -102,3 +102,12 @@ def test_foci_outside_the_template_are_reported(tmp_path):
     ex = prov["excluded_foci"][0]
     assert ex["origin"].endswith("out.txt:5") and "bounding box" in ex["reason"]
     assert prov["counts"]["foci_used"] == 2
+
+
+@pytest.mark.parametrize("command", [["ale", "x.txt", "-o", "out"], ["run", "p.yaml", "-o", "out"]])
+@pytest.mark.parametrize("jobs", ["0", "-2", "two"])
+def test_jobs_must_be_a_positive_whole_number(command, jobs, capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(command + ["--jobs", jobs])
+    assert exc.value.code == 2
+    assert "--jobs: expected a whole number >= 1" in capsys.readouterr().err

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 __all__ = ["add_parser", "run", "add_ale_options", "estimator_from_args", "run_analysis", "memory_size",
-           "add_max_memory_option", "add_backend_option", "INCOMPLETE_MARKERS"]
+           "add_max_memory_option", "add_backend_option", "positive_int", "INCOMPLETE_MARKERS"]
 
 CHECKPOINT_NAME = ".alemap-null-checkpoint.npz"
 #: Files that say "this folder holds a finished run"; removed before a new run overwrites the folder's outputs.
@@ -34,6 +34,17 @@ def add_max_memory_option(p: argparse.ArgumentParser) -> None:
     )
 
 
+def positive_int(text: str) -> int:
+    """argparse type for counts such as ``--jobs``: an integer >= 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {value} (omit the option to use every core)")
+    return value
+
+
 def add_backend_option(p: argparse.ArgumentParser) -> None:
     """``--backend auto|cpu|gpu``: shared by ``ale``, ``demo`` and ``run``."""
     p.add_argument(
@@ -56,7 +67,7 @@ def add_ale_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--outside-mask", default="keep", choices=("keep", "drop"), help="in-grid foci outside the mask")
     p.add_argument("--cluster-stat", default="size", choices=("size", "mass"), help="statistic for z_cfwe")
     p.add_argument("--mask", type=Path, default=None, help="analysis mask (default MNI152 2 mm)")
-    p.add_argument("--jobs", type=int, default=None, help="CPU threads (default: all cores)")
+    p.add_argument("--jobs", type=positive_int, default=None, help="CPU threads (default: all cores)")
     p.add_argument("--sequential-stop", type=float, default=None, metavar="REL_WIDTH",
                    help="stop the Monte Carlo early once the 95%% confidence intervals of the FWE thresholds are "
                         "narrower than REL_WIDTH (e.g. 0.05) of the thresholds; checked every 1024 iterations "

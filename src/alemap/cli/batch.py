@@ -22,6 +22,8 @@ import os
 import sys
 from pathlib import Path
 
+from alemap.cli.ale import positive_int
+
 __all__ = ["add_parser", "run"]
 
 
@@ -71,7 +73,7 @@ def add_parser(sub) -> None:
                       help="tasks are whole analyses or batches of Monte Carlo iterations (default auto)")
     run_.add_argument("--shard-batches", type=int, default=None, metavar="K",
                       help="batches of 32 iterations per iteration shard (default: automatic)")
-    run_.add_argument("--jobs", type=int, default=None, help="threads without --scheduler (default: all cores)")
+    run_.add_argument("--jobs", type=positive_int, default=None, help="threads without --scheduler (default: all cores)")
     run_.add_argument("--quiet", action="store_true", help="no progress output")
     p.set_defaults(run=run)
 

@@ -10,7 +10,7 @@ import os
 import sys
 from pathlib import Path
 
-from alemap.cli.ale import add_backend_option, add_max_memory_option
+from alemap.cli.ale import add_backend_option, add_max_memory_option, positive_int
 
 __all__ = ["add_parser", "run", "project_preflight"]
 
@@ -23,7 +23,7 @@ def add_parser(sub) -> None:
     p = sub.add_parser("run", help="run every analysis of a project file", description=__doc__)
     p.add_argument("project", type=Path, metavar="PROJECT.yaml")
     p.add_argument("-o", "--output", required=True, type=Path, metavar="OUTDIR")
-    p.add_argument("--jobs", type=int, default=None, help="CPU threads (default: all cores)")
+    p.add_argument("--jobs", type=positive_int, default=None, help="CPU threads (default: all cores)")
     add_backend_option(p)
     p.add_argument("--quiet", action="store_true", help="no progress output")
     p.add_argument("--no-report", action="store_true", help="do not write report.html")
