@@ -40,8 +40,9 @@ import numpy as np
 
 __all__ = ["Workspace", "run_batch", "neighbour_offsets"]
 
-#: Above this share of candidate blocks the pruned path costs more than the whole grid.
-MAX_CANDIDATE_SHARE = 0.25
+#: Above this share of candidate blocks the pruned path costs more than the tiled whole grid
+#: (measured on Neurosynth tables, 2 cores: 6 % candidates prune 20 vs 26 ms, 22 % prune 217 vs 98 ms).
+MAX_CANDIDATE_SHARE = 0.10
 #: Iterations to skip pruning after it did not pay (results are identical either way).
 PRUNE_BACKOFF = 15
 #: Edge of the cache-sized tiles of the whole-grid path (voxels).
@@ -70,7 +71,7 @@ class Workspace:
         self.label = np.zeros(n_grid, dtype=np.int32)
         self.supra = np.empty(n_grid, dtype=np.int64)
         self.stack = np.empty(n_grid, dtype=np.int64)
-        self.bound = np.zeros(n_blocks)
+        self.bound = np.zeros(n_blocks, dtype=np.float32)
         self.cand_list = np.empty(n_blocks, dtype=np.int64)
         self.tile_acc = np.zeros(TILE**3)
         self.tile_comb = np.zeros(TILE**3)
@@ -435,7 +436,7 @@ def _tiled(ijk, exp_of_focus, cube_of_focus, log1m_k, start, width, shape, tshap
 
 @numba.njit(cache=True, nogil=True)
 def _pruned(ijk, exp_offsets, cube_of_exp, cube_of_focus, log1m_k, start, width, shape,
-            blog, bstart, bwidth, dlo, bshape, block_in_mask, mask_grid, log_cut, cut_ale,
+            blog, bstart, bwidth, dlo, bshape, block_in_mask, mask_grid, log_cut, bound_cut, cut_ale,
             log1m, combine, supra, label, bound, cand_list):
     """Iteration restricted to blocks whose bound can exceed the threshold.
 
@@ -450,7 +451,7 @@ def _pruned(ijk, exp_offsets, cube_of_exp, cube_of_focus, log1m_k, start, width,
     for q in range(bound.shape[0]):
         if block_in_mask[q]:
             n_in += 1
-            if bound[q] < log_cut:
+            if bound[q] < bound_cut:
                 cand_list[n_cand] = q
                 n_cand += 1
     bound[:] = 0.0
@@ -490,7 +491,7 @@ def run_batch_kernel(draws, mask_ijk, mask_flat, mask_grid, exp_offsets, cube_of
                      log1m_k, start, width, shape, blog, bstart, bwidth, dlo, bshape, block_in_mask,
                      log_cut, cut_ale, nbr, prune, log1m, combine, label, supra, stack, bound,
                      cand_list, exp_of_focus, tshape, tile_in_mask, tile_ptr, tile_list, tile_acc,
-                     tile_comb, out_ale, out_size, out_mass):
+                     tile_comb, bound_cut, out_ale, out_size, out_mass):
     """Run ``draws.shape[0]`` iterations; ``draws[t]`` holds in-mask voxel
     numbers for every focus (in experiment order)."""
     n_foci = draws.shape[1]
@@ -506,7 +507,7 @@ def run_batch_kernel(draws, mask_ijk, mask_flat, mask_grid, exp_offsets, cube_of
         if prune and skip_prune == 0:
             best, n_supra = _pruned(ijk, exp_offsets, cube_of_exp, cube_of_focus, log1m_k, start,
                                     width, shape, blog, bstart, bwidth, dlo, bshape, block_in_mask,
-                                    mask_grid, log_cut, cut_ale, log1m, combine, supra, label,
+                                    mask_grid, log_cut, bound_cut, cut_ale, log1m, combine, supra, label,
                                     bound, cand_list)
         if n_supra == -2:
             skip_prune = PRUNE_BACKOFF  # dense null: stop trying for a while, then look again
@@ -532,5 +533,5 @@ def run_batch(draws, plan, ws: Workspace, out_ale, out_size, out_mass, prune: bo
         plan.bstart, plan.bwidth, plan.dlo, plan.bshape, plan.block_in_mask, plan.log_cut,
         plan.cut_ale, plan.nbr, prune, ws.log1m, ws.combine, ws.label, ws.supra, ws.stack,
         ws.bound, ws.cand_list, plan.exp_of_focus, plan.tshape, plan.tile_in_mask, *ws.tiles_for(plan),
-        ws.tile_acc, ws.tile_comb, out_ale, out_size, out_mass,
+        ws.tile_acc, ws.tile_comb, plan.bound_cut, out_ale, out_size, out_mass,
     )

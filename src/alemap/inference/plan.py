@@ -45,6 +45,7 @@ class MonteCarloPlan:
     exp_of_focus: np.ndarray
     tshape: np.ndarray
     tile_in_mask: np.ndarray
+    bound_cut: float
 
     @property
     def n_foci(self) -> int:
@@ -116,7 +117,7 @@ def make_plan(
         nbr=neighbour_offsets(connectivity),
         mask_grid=np.ascontiguousarray(mask.ravel().astype(np.uint8)),
         cube_of_focus=np.repeat(cube_of_exp, np.diff(exp_offsets)).astype(np.int64),
-        blog=bb.log1m,
+        blog=_round_down_f32(bb.log1m),
         bstart=bb.start,
         bwidth=bb.bwidth,
         dlo=bb.dlo,
@@ -125,4 +126,26 @@ def make_plan(
         exp_of_focus=np.repeat(np.arange(len(exp_offsets) - 1), np.diff(exp_offsets)).astype(np.int64),
         tshape=tshape.astype(np.int64),
         tile_in_mask=tile_in_mask.ravel().astype(np.uint8),
+        bound_cut=_bound_cut(float(np.log1p(-cut_ale)), int(exp_offsets[-1])),
     )
+
+
+def _round_down_f32(x: np.ndarray) -> np.ndarray:
+    """float32 copy of ``x`` rounded towards -inf, so that it stays a lower bound of log(1 - k)."""
+    y = x.astype(np.float32)
+    return np.where(y.astype(np.float64) > x, np.nextafter(y, np.float32(-np.inf)), y).astype(np.float32)
+
+
+def _bound_cut(log_cut: float, n_foci: int) -> float:
+    """Threshold for the float32 block bounds that never misses a candidate block.
+
+    A block's bound is a float32 sum of at most ``n`` = ``n_foci`` non-positive
+    terms, each rounded down, so the exact sum ``S`` of those terms is below
+    the block's float64 bound; the computed sum is at most
+    ``S + gamma_n |S|`` with ``gamma_n = n u / (1 - n u)``, ``u = 2^-24``
+    (Higham 2002, *Accuracy and Stability of Numerical Algorithms*, section
+    4.2). A voxel with ``log1m < log_cut`` thus lies in a block whose float32
+    bound is below ``log_cut (1 - gamma_n)``.
+    """
+    nu = max(1, n_foci) * 2.0**-24
+    return log_cut * (1.0 - nu / (1.0 - nu))
