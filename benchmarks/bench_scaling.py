@@ -129,7 +129,7 @@ def _child_alemap(data: str, iters: int, jobs: int) -> dict:
         ma = ma_maps(placed.ijk, e.offsets, coe, cubes, grid.mask)
         t.append(time.perf_counter())
         ale = ale_from_ma(ma)
-        null = analytic_null(ma)
+        null = analytic_null(ma, upto=float(ale.max(initial=0.0)))  # as ALE.fit does
         p_to_z(null.p_values(ale))
         t.append(time.perf_counter())
         plan = make_plan(grid.mask, e.offsets, coe, cubes, null.threshold(VOXEL_P), 6)
