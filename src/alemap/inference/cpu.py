@@ -311,6 +311,20 @@ def _exact_on_candidates(ijk, exp_offsets, cube_of_exp, log1m_k, start, width, s
 
 
 @numba.njit(cache=True, nogil=True, inline="always")
+def _keep_if_supra(v, x, log_cut, cut_ale, supra, n_supra, label, values):
+    """Record in-mask voxel v if ``x = log(1 - ALE)`` is above the threshold; the new count.
+
+    Supra voxels get ``label = -1`` (unvisited by the flood fill) and
+    ``values = ALE - threshold`` (their share of the cluster mass)."""
+    if x < log_cut:
+        supra[n_supra] = v
+        label[v] = -1
+        values[v] = -np.expm1(x) - cut_ale
+        return n_supra + 1
+    return n_supra
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
 def _tile_range(ijk, f, r, shape, tshape):
     """Tiles (inclusive ranges per axis) that focus f's kernel box touches."""
     i0 = max(0, ijk[f, 0] - r) // TILE
@@ -323,32 +337,34 @@ def _tile_range(ijk, f, r, shape, tshape):
 
 
 @numba.njit(cache=True, nogil=True)
+def _bin_pass(ijk, cube_of_focus, width, shape, tshape, tile_in_mask, ptr, lst, fill):
+    """Visit every (in-mask tile, focus) pair: count it into ``ptr[t + 1]``
+    or (``fill``) append the focus to tile t's bin at ``ptr[t]``."""
+    TY, TZ = tshape[1], tshape[2]
+    for f in range(ijk.shape[0]):
+        i0, i1, j0, j1, k0, k1 = _tile_range(ijk, f, width[cube_of_focus[f]] // 2, shape, tshape)
+        for A in range(i0, i1 + 1):
+            for B in range(j0, j1 + 1):
+                for C in range(k0, k1 + 1):
+                    t = (A * TY + B) * TZ + C
+                    if tile_in_mask[t]:
+                        if fill:
+                            lst[ptr[t]] = f
+                            ptr[t] += 1
+                        else:
+                            ptr[t + 1] += 1
+
+
+@numba.njit(cache=True, nogil=True)
 def _bin_foci(ijk, cube_of_focus, width, shape, tshape, tile_in_mask, ptr, lst):
     """Counting sort of (tile, focus) pairs; foci stay in order within a tile.
 
-    On return tile t's foci are ``lst[ptr[t] - n_t : ptr[t]]`` with
-    ``ptr[t - 1]`` (or 0) as start."""
-    TY, TZ = tshape[1], tshape[2]
+    On return tile t's foci are ``lst[ptr[t - 1]:ptr[t]]`` (from 0 for t = 0)."""
     ptr[:] = 0
-    for f in range(ijk.shape[0]):
-        i0, i1, j0, j1, k0, k1 = _tile_range(ijk, f, width[cube_of_focus[f]] // 2, shape, tshape)
-        for A in range(i0, i1 + 1):
-            for B in range(j0, j1 + 1):
-                for C in range(k0, k1 + 1):
-                    t = (A * TY + B) * TZ + C
-                    if tile_in_mask[t]:
-                        ptr[t + 1] += 1
+    _bin_pass(ijk, cube_of_focus, width, shape, tshape, tile_in_mask, ptr, lst, False)
     for t in range(ptr.shape[0] - 1):
         ptr[t + 1] += ptr[t]
-    for f in range(ijk.shape[0]):
-        i0, i1, j0, j1, k0, k1 = _tile_range(ijk, f, width[cube_of_focus[f]] // 2, shape, tshape)
-        for A in range(i0, i1 + 1):
-            for B in range(j0, j1 + 1):
-                for C in range(k0, k1 + 1):
-                    t = (A * TY + B) * TZ + C
-                    if tile_in_mask[t]:
-                        lst[ptr[t]] = f
-                        ptr[t] += 1
+    _bin_pass(ijk, cube_of_focus, width, shape, tshape, tile_in_mask, ptr, lst, True)
 
 
 @numba.njit(cache=True, nogil=True)
@@ -423,13 +439,8 @@ def _tiled(ijk, exp_of_focus, cube_of_focus, log1m_k, start, width, shape, tshap
                     v = base + c
                     if mask_grid[v]:
                         x = acc[tb + c]
-                        if x < best:
-                            best = x
-                        if x < log_cut:
-                            supra[n_supra] = v
-                            n_supra += 1
-                            label[v] = -1
-                            values[v] = -np.expm1(x) - cut_ale
+                        best = min(best, x)
+                        n_supra = _keep_if_supra(v, x, log_cut, cut_ale, supra, n_supra, label, values)
         beg = end
     return best, n_supra
 
@@ -472,15 +483,9 @@ def _pruned(ijk, exp_offsets, cube_of_exp, cube_of_focus, log1m_k, start, width,
                     v = (a * ny + b) * nz + c
                     x = log1m[v]
                     log1m[v] = 0.0
-                    if not mask_grid[v]:
-                        continue
-                    if x < best:
-                        best = x
-                    if x < log_cut:
-                        supra[n_supra] = v
-                        n_supra += 1
-                        label[v] = -1
-                        combine[v] = -np.expm1(x) - cut_ale
+                    if mask_grid[v]:
+                        best = min(best, x)
+                        n_supra = _keep_if_supra(v, x, log_cut, cut_ale, supra, n_supra, label, combine)
     if n_supra == 0:
         return best, -1
     return best, n_supra
