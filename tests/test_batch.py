@@ -253,3 +253,28 @@ def test_cli_batch(toy, tmp_path, capsys):
     assert [ln.split("\t")[0] for ln in capsys.readouterr().out.splitlines()] == ["alpha", "gamma_delta"]
     assert main(["batch", "--database", "neurosynth", "--terms", "x", "-o", str(out)]) == 2
     assert "--coordinates" in capsys.readouterr().err
+
+
+def test_batch_json_follows_the_run(toy, tmp_path, monkeypatch):
+    """batch.json is rewritten as analyses finish, so a job killed midway leaves a current summary."""
+    import alemap.designs.batch as batch_mod
+
+    db, mask, _ = toy
+    batch = terms_batch(db, TERMS, seed=7, iterations=32, mask=mask)
+    monkeypatch.setattr(batch_mod, "SUMMARY_EVERY_S", 0.0)
+    snapshots = []
+    real_write = batch_mod.write_json
+
+    def spy(path, obj):
+        if path.name == "batch.json":
+            snapshots.append(sorted(n for n, a in obj["analyses"].items() if "significant" in str(a.get("status"))))
+        return real_write(path, obj)
+
+    monkeypatch.setattr(batch_mod, "write_json", spy)
+    run = run_batch(batch, tmp_path / "out", jobs=1, shard="analyses", quiet=True)
+    n = len(run.computed)
+    assert n == len(batch.analyses) >= 2
+    # one write before, one after each analysis, one at the end; the finished set only grows
+    assert len(snapshots) == n + 2
+    assert [len(s) for s in snapshots[1:-1]] == list(range(1, n + 1))
+    assert all(set(a) <= set(b) for a, b in zip(snapshots, snapshots[1:]))

@@ -71,6 +71,9 @@ from alemap.exceptions import ParameterError
 from alemap.io.atomic import write_json
 from alemap.io.databases import Database
 
+#: Seconds between rewrites of ``batch.json`` while a batch runs.
+SUMMARY_EVERY_S = 5.0
+
 __all__ = [
     "Batch",
     "BatchAnalysis",
@@ -487,6 +490,13 @@ def run_batch(batch: Batch, outdir: str | Path, *, scheduler: str | None = None,
         "min_studies": batch.min_studies, "execution": run.execution, "analyses": record,
     }
     write_json(outdir / "batch.json", manifest)
+    last_write = [time.monotonic()]
+
+    def progress_written() -> None:  # batch.json follows the run (at most every 5 s), so a killed job's is current
+        if time.monotonic() - last_write[0] >= SUMMARY_EVERY_S:
+            write_json(outdir / "batch.json", manifest)
+            last_write[0] = time.monotonic()
+
     n_total = len(analyses)
     n_done = len(run.skipped)
     for name in run.skipped:
@@ -506,6 +516,7 @@ def run_batch(batch: Batch, outdir: str | Path, *, scheduler: str | None = None,
             for i, err, res in results:
                 n_done += 1
                 _record(run, record, jobs_todo[i], err, res, n_done, n_total, quiet)
+                progress_written()
         else:
             for job in jobs_todo:
                 job["on_shard"] = on_shard
@@ -516,6 +527,7 @@ def run_batch(batch: Batch, outdir: str | Path, *, scheduler: str | None = None,
                 n_done += 1
                 job.pop("on_shard", None)
                 _record(run, record, job, err, res, n_done, n_total, quiet)
+                progress_written()
     finally:
         if own and backend is not None:
             backend.close()
