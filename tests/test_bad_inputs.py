@@ -347,7 +347,7 @@ def test_100000_tiny_experiments(tmp_path):
         preflight(experiments, load_mni152_2mm(), jobs=2, iterations=10000, outdir=tmp_path / "out",
                   max_memory=4 * 2**30, quiet=True)
     msg = str(info.value)
-    assert msg.startswith("this analysis needs about ") and "(100,000 experiments, 100,000 foci;" in msg
+    assert msg.startswith("this analysis needs about ") and "(100,000 experiments, 100,000 foci)" in msg
     assert msg.endswith("that is more than --max-memory 4.0 GiB. Nothing was computed. Raise --max-memory if the "
                         "machine has the memory, or split the analysis into smaller ones (fewer experiments), "
                         "or use a smaller mask.")

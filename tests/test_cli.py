@@ -111,3 +111,11 @@ def test_jobs_must_be_a_positive_whole_number(command, jobs, capsys):
         main(command + ["--jobs", jobs])
     assert exc.value.code == 2
     assert "--jobs: expected a whole number >= 1" in capsys.readouterr().err
+
+
+def test_demo_checks_memory_before_computing(tmp_path, capsys):
+    out = tmp_path / "demo"
+    assert main(["demo", "-o", str(out), "--max-memory", "50M", "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "alemap: error: this analysis needs about " in err and "more than --max-memory 50.0 MiB" in err
+    assert not out.exists() or not any(p.is_file() for p in out.rglob("*"))

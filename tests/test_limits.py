@@ -182,7 +182,7 @@ def test_max_memory_too_small_stops_before_computing(foci, tmp_path, capsys, no_
     assert main(["ale", str(foci), "-o", str(out), "--max-memory", "100M", "--quiet"]) == 2
     msg = error_line(capsys)
     assert msg.startswith("alemap: error: this analysis needs about ")
-    assert "with 1 job(s): MA maps " in msg and "(2 experiments, 2 foci;" in msg
+    assert "with 1 job(s): MA maps " in msg and "(2 experiments, 2 foci)" in msg
     assert msg.endswith("that is more than --max-memory 100.0 MiB. Nothing was computed. Raise --max-memory if "
                         "the machine has the memory, or split the analysis into smaller ones (fewer experiments), "
                         "or use a smaller mask.")

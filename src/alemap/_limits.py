@@ -140,7 +140,7 @@ class MemoryEstimate:
         """One line: the total and its parts."""
         return (
             f"about {format_size(self.total(jobs))} with {jobs} job(s): MA maps {format_size(self.ma_maps)} "
-            f"({self.n_experiments:,} experiments, {self.n_foci:,} foci; up to {MA_BUILD_FACTOR}x while built), "
+            f"({self.n_experiments:,} experiments, {self.n_foci:,} foci), "
             f"maps {format_size(self.maps)}, Monte Carlo work arrays {format_size(self.per_job)} per job, "
             f"libraries {format_size(self.base)}"
         )

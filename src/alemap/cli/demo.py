@@ -14,8 +14,9 @@ from __future__ import annotations
 import dataclasses
 import os
 from importlib import resources
+from pathlib import Path
 
-from alemap.cli.ale import add_ale_options, run_analysis
+from alemap.cli.ale import add_ale_options, add_max_memory_option, run_analysis
 
 __all__ = ["add_parser", "run", "demo_path", "project_path"]
 
@@ -35,6 +36,7 @@ def add_parser(sub) -> None:
     p = sub.add_parser("demo", help="run the embedded demonstration", description=__doc__)
     p.add_argument("--dataset", choices=("motor-learning", "finger"), default="motor-learning")
     add_ale_options(p)
+    add_max_memory_option(p)
     p.set_defaults(run=run, iterations=None)
 
 
@@ -59,9 +61,14 @@ def run(args) -> int:
     from alemap.designs import load_project
     from alemap.designs.runner import run_project
 
+    from alemap.cli.run import project_preflight
+    from alemap.inference.backends import resolve_backend
+
     project = _with_overrides(load_project(project_path()), args.iterations, args.seed)
-    run_project(project, args.output, jobs=args.jobs or os.cpu_count() or 1, quiet=args.quiet,
-                backend=getattr(args, "backend", "auto"))
+    resolve_backend(getattr(args, "backend", "auto"))  # a GPU asked for but not usable: fail before anything runs
+    jobs = project_preflight(project, Path(args.output), args.jobs or os.cpu_count() or 1,
+                             getattr(args, "max_memory", None), not args.no_report, args.quiet)
+    run_project(project, args.output, jobs=jobs, quiet=args.quiet, backend=getattr(args, "backend", "auto"))
     if not args.no_report:
         from alemap.cli.report import write_report
 
