@@ -166,8 +166,8 @@ class ALE:
             same inputs and parameters resumes from it.
         """
         validate("ALE", _CONSTRAINTS, {k: getattr(self, k) for k in _CONSTRAINTS})
-        if self.iterations > 0:
-            resolve_backend(self.backend)  # a GPU asked for but not usable fails here, before any computing
+        # what runs the null; a GPU asked for but not usable fails here, before any computing
+        self._null_backend = resolve_backend(self.backend) if self.iterations > 0 else "cpu"
         t0 = time.perf_counter()
         inputs: list[str] = []
         if not isinstance(experiments, ExperimentSet):
@@ -191,7 +191,6 @@ class ALE:
         z = p_to_z(p)
         cut = null.threshold(self.cluster_forming_p)
         plan = make_plan(grid.mask, exps.offsets, cube_of_exp, cubes, cut, self.connectivity)
-        self._null_backend = "cpu"  # what ran the null, unless _monte_carlo (or an override) says otherwise
         self._stopping = None  # the sequential stopping record, when the rule is on
         maxima = self._monte_carlo(plan, placed, grid, checkpoint)
         maps, clusters, thresholds = self._correct(grid, ale, p, z, cut, maxima)
@@ -226,9 +225,7 @@ class ALE:
             ckpt = NullCheckpoint(Path(checkpoint), key, self.iterations)
         done, partial = (None, None) if ckpt is None else ckpt.load()
         n_left = self.iterations - (0 if done is None else int(ckpt.iterations_done(done)))
-        backend = resolve_backend(self.backend) if self.iterations > 0 else "cpu"
-        self._null_backend = backend
-        self._stopping = None
+        backend = self._null_backend  # resolved by fit
         with progress_bar(n_left, "Monte Carlo null", self.quiet) as advance:
             def run(n_iter, done_, partial_):
                 return run_null(

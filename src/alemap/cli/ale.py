@@ -47,8 +47,10 @@ def positive_int(text: str) -> int:
 
 def add_backend_option(p: argparse.ArgumentParser) -> None:
     """``--backend auto|cpu|gpu``: shared by ``ale``, ``demo`` and ``run``."""
+    from alemap.inference.backends import BACKENDS
+
     p.add_argument(
-        "--backend", default="auto", choices=("auto", "cpu", "gpu"),
+        "--backend", default="auto", choices=BACKENDS,
         help="engine of the Monte Carlo null: cpu (numba, --jobs threads), gpu (CuPy: pip install \"alemap[gpu]\" "
              "and a CUDA device) or auto (the GPU when one can be used; default)",
     )

@@ -12,9 +12,7 @@ Eickhoff et al. (2009), which finds the motor network.
 from __future__ import annotations
 
 import dataclasses
-import os
 from importlib import resources
-from pathlib import Path
 
 from alemap.cli.ale import add_ale_options, add_max_memory_option, run_analysis
 
@@ -61,13 +59,10 @@ def run(args) -> int:
     from alemap.designs import load_project
     from alemap.designs.runner import run_project
 
-    from alemap.cli.run import project_preflight
-    from alemap.inference.backends import resolve_backend
+    from alemap.cli.run import checked_jobs
 
     project = _with_overrides(load_project(project_path()), args.iterations, args.seed)
-    resolve_backend(getattr(args, "backend", "auto"))  # a GPU asked for but not usable: fail before anything runs
-    jobs = project_preflight(project, Path(args.output), args.jobs or os.cpu_count() or 1,
-                             getattr(args, "max_memory", None), not args.no_report, args.quiet)
+    jobs = checked_jobs(project, args)
     run_project(project, args.output, jobs=jobs, quiet=args.quiet, backend=getattr(args, "backend", "auto"))
     if not args.no_report:
         from alemap.cli.report import write_report

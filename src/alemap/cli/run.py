@@ -12,7 +12,7 @@ from pathlib import Path
 
 from alemap.cli.ale import add_backend_option, add_max_memory_option, positive_int
 
-__all__ = ["add_parser", "run", "project_preflight"]
+__all__ = ["add_parser", "run", "project_preflight", "checked_jobs"]
 
 #: Files that mark a finished project folder; removed before a (re)run, rewritten at its end.
 PROJECT_MARKERS = ("project.json", "report.html")
@@ -58,16 +58,22 @@ def project_preflight(project, outdir: Path, jobs: int, max_memory: int | None, 
     return jobs
 
 
+def checked_jobs(project, args) -> int:
+    """Checks before a project runs (backend, memory, disk; shared with ``alemap demo``); the jobs to use."""
+    from alemap.inference.backends import resolve_backend
+
+    resolve_backend(getattr(args, "backend", "auto"))  # a GPU asked for but not usable: fail before anything runs
+    return project_preflight(project, Path(args.output), args.jobs or os.cpu_count() or 1,
+                             getattr(args, "max_memory", None), not args.no_report, args.quiet)
+
+
 def run(args) -> int:
     """Entry point of ``alemap run``."""
     from alemap.designs import load_project
     from alemap.designs.runner import run_project
-    from alemap.inference.backends import resolve_backend
 
     project = load_project(args.project)
-    resolve_backend(getattr(args, "backend", "auto"))  # a GPU asked for but not usable: fail before anything runs
-    jobs = project_preflight(project, Path(args.output), args.jobs or os.cpu_count() or 1,
-                             getattr(args, "max_memory", None), not args.no_report, args.quiet)
+    jobs = checked_jobs(project, args)
     for marker in PROJECT_MARKERS:
         (Path(args.output) / marker).unlink(missing_ok=True)
     run_project(project, args.output, jobs=jobs, quiet=args.quiet, backend=getattr(args, "backend", "auto"))
