@@ -112,8 +112,8 @@ def _child_alemap(data: str, iters: int, jobs: int) -> dict:
     from alemap.io import load_experiments
     from alemap.kernels.gaussian import kernel_cubes
     from alemap.space import load_mni152_2mm
-    from alemap.statistics import analytic_null, ma_maps
-    from alemap.statistics.ale import ale_from_ma
+    from alemap.statistics.null import null_from_histograms
+    from alemap.statistics.onepass import ale_and_histograms
     from alemap.statistics.pz import p_to_z
 
     grid = load_mni152_2mm()
@@ -126,10 +126,9 @@ def _child_alemap(data: str, iters: int, jobs: int) -> dict:
         t.append(time.perf_counter())
         cubes = kernel_cubes(e.n_subjects, float(grid.voxel_size[0]))
         coe = cubes.index(e.n_subjects)
-        ma = ma_maps(placed.ijk, e.offsets, coe, cubes, grid.mask)
+        ale, hist = ale_and_histograms(placed.ijk, e.offsets, coe, cubes, grid.mask, jobs=jobs)  # as ALE.fit does
         t.append(time.perf_counter())
-        ale = ale_from_ma(ma)
-        null = analytic_null(ma, upto=float(ale.max(initial=0.0)))  # as ALE.fit does
+        null = null_from_histograms(hist, upto=float(ale.max(initial=0.0)), jobs=jobs)
         p_to_z(null.p_values(ale))
         t.append(time.perf_counter())
         plan = make_plan(grid.mask, e.offsets, coe, cubes, null.threshold(VOXEL_P), 6)

@@ -34,8 +34,8 @@ from alemap.space.grid import Grid, load_grid, load_mni152_2mm
 from alemap.space.placement import PLACEMENTS
 from alemap.space.prepare import OUTSIDE_MASK, prepare
 from alemap.space.transforms import TAL2MNI_VARIANTS
-from alemap.statistics.ale import ale_from_ma, ma_maps
-from alemap.statistics.null import analytic_null
+from alemap.statistics.null import null_from_histograms
+from alemap.statistics.onepass import ale_and_histograms
 from alemap.statistics.pz import p_to_z
 
 __all__ = ["ALE"]
@@ -183,10 +183,9 @@ class ALE:
             raise InputError("No experiment has a focus inside the template; check the coordinates' space.")
         cubes = kernel_cubes(exps.n_subjects, float(grid.voxel_size[0]))
         cube_of_exp = cubes.index(exps.n_subjects)
-        ma = ma_maps(placed.ijk, exps.offsets, cube_of_exp, cubes, grid.mask)
-        ale = ale_from_ma(ma)
-        null = analytic_null(ma, upto=float(ale.max(initial=0.0)))  # p-values are only asked up to the maximum
-        del ma  # the largest array of a big analysis; the Monte Carlo does not need it
+        # ALE and the MA histograms in one pass: the MA maps themselves are never stored
+        ale, hist = ale_and_histograms(placed.ijk, exps.offsets, cube_of_exp, cubes, grid.mask, jobs=self.jobs)
+        null = null_from_histograms(hist, upto=float(ale.max(initial=0.0)), jobs=self.jobs)  # p asked up to the max
         p = null.p_values(ale)
         z = p_to_z(p)
         cut = null.threshold(self.cluster_forming_p)
