@@ -225,10 +225,12 @@ def _bound_pass(ijk, cube_of_focus, blog, bstart, bwidth, dlo, bshape, bound):
         I0, J0, K0 = (i0 >> 1) + lo, (j0 >> 1) + lo, (k0 >> 1) + lo
         for A in range(max(0, I0), min(BX, I0 + nb)):
             for B in range(max(0, J0), min(BY, J0 + nb)):
-                base = (A * BY + B) * BZ
-                kbase = s0 + ((A - I0) * nb + (B - J0)) * nb - K0
-                for C in range(max(0, K0), min(BZ, K0 + nb)):
-                    bound[base + C] += blog[kbase + C]
+                c0 = max(0, K0)
+                # unsigned indices (no negative-index wrap-around): the loop vectorises
+                dst = np.uint64((A * BY + B) * BZ + c0)
+                src = np.uint64(s0 + ((A - I0) * nb + (B - J0)) * nb - K0 + c0)
+                for C in range(np.uint64(max(0, min(BZ, K0 + nb) - c0))):
+                    bound[dst + C] += blog[src + C]
 
 
 @numba.njit(cache=True, nogil=True, inline="always")
@@ -411,23 +413,26 @@ def _tiled(ijk, exp_of_focus, cube_of_focus, log1m_k, start, width, shape, tshap
                     ua0, ua1 = min(ua0, la), max(ua1, ha)
                     ub0, ub1 = min(ub0, lb), max(ub1, hb)
                     uc0, uc1 = min(uc0, lc), max(uc1, hc)
+                n_c = np.uint64(max(0, hc - lc))
                 for a in range(la, ha):
                     for b in range(lb, hb):
-                        tb = ((a - a0) * TILE + (b - b0)) * TILE - c0
-                        kb = s0 + ((a - ci + r) * w + (b - cj + r)) * w - ck + r
+                        # unsigned indices (no negative-index wrap-around): the loops vectorise
+                        tb = np.uint64(((a - a0) * TILE + (b - b0)) * TILE - c0 + lc)
+                        kb = np.uint64(s0 + ((a - ci + r) * w + (b - cj + r)) * w - ck + r + lc)
                         if several:
-                            for c in range(lc, hc):
+                            for c in range(n_c):
                                 k = log1m_k[kb + c]
                                 if k < comb[tb + c]:
                                     comb[tb + c] = k
                         else:
-                            for c in range(lc, hc):
+                            for c in range(n_c):
                                 acc[tb + c] += log1m_k[kb + c]
             if several:
+                n_c = np.uint64(max(0, uc1 - uc0))
                 for a in range(ua0, ua1):
                     for b in range(ub0, ub1):
-                        tb = ((a - a0) * TILE + (b - b0)) * TILE - c0
-                        for c in range(uc0, uc1):
+                        tb = np.uint64(((a - a0) * TILE + (b - b0)) * TILE - c0 + uc0)
+                        for c in range(n_c):
                             acc[tb + c] += comb[tb + c]
                             comb[tb + c] = 0.0
             p = q
