@@ -42,7 +42,8 @@ def _child_alemap(data: str, iters: int, jobs: int) -> dict:
     from alemap.kernels.gaussian import kernel_cubes
     from alemap.space import load_mni152_2mm
     from alemap.space.prepare import prepare
-    from alemap.statistics import analytic_null, ma_maps
+    from alemap.statistics.null import null_from_histograms
+    from alemap.statistics.onepass import ale_and_histograms
 
     grid = load_mni152_2mm()
     placed = prepare(load_experiments(data), grid, "nimare")
@@ -50,8 +51,8 @@ def _child_alemap(data: str, iters: int, jobs: int) -> dict:
     cubes = kernel_cubes(exps.n_subjects)
     coe = cubes.index(exps.n_subjects)
     t0 = time.perf_counter()
-    ma = ma_maps(placed.ijk, exps.offsets, coe, cubes, grid.mask)
-    null = analytic_null(ma)
+    ale, hist = ale_and_histograms(placed.ijk, exps.offsets, coe, cubes, grid.mask, jobs=jobs)  # as ALE.fit does
+    null = null_from_histograms(hist, upto=float(ale.max()), jobs=jobs)
     t_fit = time.perf_counter() - t0
     plan = make_plan(grid.mask, exps.offsets, coe, cubes, null.threshold(0.001), 6)
     run_null(plan, 64, seed=99, jobs=jobs)  # warm-up: compile and touch memory

@@ -3,14 +3,16 @@
 What a fit needs from the MA maps is the ALE union (Eickhoff et al. 2009) and
 each experiment's histogram of MA values (Eickhoff et al. 2012); both follow
 from one experiment's MA map at a time. This pass builds each map in a
-scratch grid that holds, per voxel, the position in the kernel cube of the
-largest kernel value seen (the non-additive MA of Turkeltaub et al. 2012),
-then adds ``log1p(-MA)`` to the ALE sum and counts the MA bins. It gives the
-same bits as :func:`alemap.statistics.ale.ma_maps` followed by
+scratch grid that holds, per voxel, the rank of the largest kernel value
+seen (the non-additive MA of Turkeltaub et al. 2012), then adds
+``log1p(-MA)`` to the ALE sum and counts the MA bins. It gives the same bits
+as :func:`alemap.statistics.ale.ma_maps` followed by
 :func:`~alemap.statistics.ale.ale_from_ma` and the histogramming inside
-:func:`~alemap.statistics.null.analytic_null` (tested), in about a third of
-the time and without the 12 bytes per MA entry (a 1,000-experiment analysis
-has ~47 million).
+:func:`~alemap.statistics.null.analytic_null` (tested), several times faster
+and without the 12 bytes per MA entry (a 1,000-experiment analysis has ~47
+million). Threads take slabs of the grid (x ranges): every voxel still sums
+its experiments in experiment order, and bin counts are integers, so the
+result is the same for any number of threads.
 """
 
 from __future__ import annotations
@@ -39,15 +41,21 @@ def _tables(values, n_bins):
 
 
 @numba.njit(cache=True, nogil=True)
-def _pass(ijk, exp_offsets, cube_of_exp, values, log1m, kbin, start, width, shape, in_mask, mask_index, x_lo, x_hi,
-          n_bins, best, log_sum, max_ma):
+def _pass(ijk, exp_offsets, cube_of_exp, rank_of, start, width, shape, in_mask, mask_index, x_lo, x_hi,
+          n_bins, rank_log1m, rank_bin, rank_value, best, log_sum, max_ma):
     """The slab ``x_lo <= x < x_hi`` of every experiment's MA map, in experiment
     order: ALE log-sum of the slab's voxels, MA-bin counts of the slab (CSR
-    ``ptr, bins, counts``; bin 0 counts only MA > 0 voxels here) and the slab's
-    largest MA value per experiment."""
+    ``ptr, bins, counts``; only MA > 0 voxels are counted here) and the slab's
+    largest MA value per experiment.
+
+    Each experiment takes two sweeps over its foci's kernel boxes: the first
+    keeps, per voxel, the largest *rank* of the kernel values (ranks order the
+    values, so the largest rank is the rank of the largest value: the
+    non-additive MA), a branch-free integer maximum that vectorises; the
+    second reads each voxel once (clearing it), adds ``log1p(-MA)`` and counts
+    its bin from tables indexed by rank."""
     nx, ny, nz = shape[0], shape[1], shape[2]
     n_exp = exp_offsets.shape[0] - 1
-    touched = np.empty(max(0, x_hi - x_lo) * ny * nz, dtype=np.int64)
     counts = np.zeros(n_bins, dtype=np.int64)
     ptr = np.zeros(n_exp + 1, dtype=np.int64)
     parts = []
@@ -56,37 +64,36 @@ def _pass(ijk, exp_offsets, cube_of_exp, values, log1m, kbin, start, width, shap
         w = width[j]
         r = w // 2
         s0 = start[j]
-        n_t = 0
-        for f in range(exp_offsets[e], exp_offsets[e + 1]):
+        f0, f1 = exp_offsets[e], exp_offsets[e + 1]
+        for f in range(f0, f1):
+            ci, cj, ck = ijk[f, 0], ijk[f, 1], ijk[f, 2]
+            c_lo, c_hi = max(0, ck - r), min(nz, ck + r + 1)
+            n_c = np.uint64(max(0, c_hi - c_lo))
+            for a in range(max(x_lo, ci - r), min(x_hi, ci + r + 1)):
+                for b in range(max(0, cj - r), min(ny, cj + r + 1)):
+                    # unsigned indices (no negative-index wrap-around): the loop vectorises
+                    dst = np.uint64((a * ny + b) * nz + c_lo)
+                    src = np.uint64(s0 + ((a - ci + r) * w + (b - cj + r)) * w - ck + r + c_lo)
+                    for c in range(n_c):
+                        x = rank_of[src + c]
+                        if x > best[dst + c]:
+                            best[dst + c] = x
+        top = 0.0
+        for f in range(f0, f1):
             ci, cj, ck = ijk[f, 0], ijk[f, 1], ijk[f, 2]
             for a in range(max(x_lo, ci - r), min(x_hi, ci + r + 1)):
                 for b in range(max(0, cj - r), min(ny, cj + r + 1)):
                     base = (a * ny + b) * nz
-                    kbase = s0 + ((a - ci + r) * w + (b - cj + r)) * w - ck + r
                     for c in range(max(0, ck - r), min(nz, ck + r + 1)):
                         v = base + c
-                        if not in_mask[v]:
-                            continue
-                        q = kbase + c
-                        k = values[q]
-                        if k <= 0.0:
-                            continue
-                        old = best[v]
-                        if old < 0:
-                            touched[n_t] = v
-                            n_t += 1
-                            best[v] = np.int32(q)
-                        elif k > values[old]:
-                            best[v] = np.int32(q)
-        top = 0.0
-        for t in range(n_t):
-            v = touched[t]
-            q = best[v]
-            log_sum[mask_index[v]] += log1m[q]
-            counts[kbin[q]] += 1
-            if values[q] > top:
-                top = values[q]
-            best[v] = -1
+                        x = best[v]
+                        if x > 0:
+                            best[v] = 0  # read once, even where boxes overlap
+                            if in_mask[v]:
+                                log_sum[mask_index[v]] += rank_log1m[x]
+                                counts[rank_bin[x]] += 1
+                                if rank_value[x] > top:
+                                    top = rank_value[x]
         max_ma[e] = top
         occupied = np.flatnonzero(counts)
         part = np.empty((2, occupied.shape[0]), dtype=np.int64)
@@ -153,20 +160,26 @@ def ale_and_histograms(
     grid; every voxel sums its experiments in experiment order, so the result
     is the same bits for any ``jobs``."""
     n_bins = int(np.ceil(float(cubes.values.max(initial=0.0)) * _INV)) + 2
-    log1m, kbin = _tables(cubes.values, n_bins)
+    # kernel values by rank (0: no value); the tables give log1p(-value) and the bin of each rank
+    values = cubes.values
+    distinct = np.unique(values[values > 0])
+    rank_of = np.where(values > 0, np.searchsorted(distinct, values) + 1, 0).astype(np.int32)
+    rank_value = np.concatenate([[0.0], distinct])
+    rank_log1m, rank_bin = _tables(rank_value, n_bins)
     n_voxels = int(mask.sum())
     n_exp = len(exp_offsets) - 1
     log_sum = np.zeros(n_voxels)
-    best = np.full(mask.size, -1, dtype=np.int32)
+    best = np.zeros(mask.size, dtype=np.int32)
     edges = _slabs(mask, max(1, int(jobs)))
     tops = np.zeros((edges.size - 1, n_exp))
     common = (np.ascontiguousarray(ijk, dtype=np.int64), np.asarray(exp_offsets, dtype=np.int64),
-              np.asarray(cube_of_exp, dtype=np.int64), cubes.values, log1m, kbin, cubes.start, cubes.width,
+              np.asarray(cube_of_exp, dtype=np.int64), rank_of, cubes.start, cubes.width,
               np.asarray(mask.shape, dtype=np.int64), np.ascontiguousarray(mask, dtype=np.bool_).ravel(),
               mask_index_grid(mask))
 
     def slab(i):
-        return _pass(*common, int(edges[i]), int(edges[i + 1]), n_bins, best, log_sum, tops[i])
+        return _pass(*common, int(edges[i]), int(edges[i + 1]), n_bins, rank_log1m, rank_bin, rank_value, best,
+                     log_sum, tops[i])
 
     if edges.size == 2:
         parts = [slab(0)]
