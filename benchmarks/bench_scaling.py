@@ -326,7 +326,7 @@ def _plot(rows: list[dict], path: str, jobs: int) -> None:
     ax1.set(xscale="log", yscale="log", xlabel="experiments (N)", ylabel="ms per iteration",
             title=f"cluster-level FWE Monte Carlo per iteration, jobs={jobs}")
     ax2.set(xscale="log", yscale="log", xlabel="experiments (N)", ylabel="seconds",
-            title="analytic null (MA maps, ALE, null, p)")
+            title="fit before the Monte Carlo (ALE, null, p)")
     for ax in (ax1, ax2):
         ax.grid(True, which="both", alpha=0.3)
         ax.legend()
