@@ -54,8 +54,8 @@ BASE_BYTES = 384 * 2**20
 MA_ENTRY_BYTES = 12
 #: Peak of the MA builder relative to its final size (two passes: allocated exactly once).
 MA_BUILD_FACTOR = 1
-#: Per-thread work arrays per full-grid voxel: 2 float64 + int32 + 2 int64 (cpu.Workspace).
-WORKSPACE_BYTES_PER_VOXEL = 8 + 8 + 4 + 8 + 8
+#: Per-thread work arrays per full-grid voxel: float64 + int32 + 2 int64 (cpu.Workspace).
+WORKSPACE_BYTES_PER_VOXEL = 8 + 4 + 8 + 8
 #: Per-thread block arrays per 2x2x2 block: float32 bound + int64 candidate list.
 WORKSPACE_BYTES_PER_BLOCK = 12
 #: Iterations per Monte Carlo batch (alemap.inference.montecarlo.BATCH_SIZE).

@@ -5,26 +5,27 @@ rebuilds the ALE map and records three maxima: the largest ALE (voxel-level
 FWE), and the largest cluster size and cluster mass above the cluster-forming
 threshold (cluster-level FWE; Eickhoff et al. 2012, 2016).
 
-How an iteration is computed (``_iteration``):
+How an iteration is computed:
 
-1. ``log1m`` (a dense, full-grid float64 work array, all zero) accumulates
-   ``log(1 - MA)`` of every experiment: ALE = ``-expm1(log1m)``. Kernels are
-   stored as cubes of ``log1p(-k)``. Where an experiment's kernel boxes are
-   disjoint they are added straight in; where two boxes of one experiment
-   overlap, the experiment is first combined by voxel-wise minimum of
-   ``log1p(-k)`` in a second work array (= maximum of MA, Turkeltaub 2012).
-2. One pass over the in-mask voxels finds the largest ALE, collects the voxels
-   above the threshold (``log1m < log_cut``) and resets the work array.
-
-Step 1 on the whole grid (``_tiled``, used when the bound cannot prune) runs
-tile by tile: foci are binned into the ``TILE``^3-voxel tiles their kernel
-boxes touch, and each tile is accumulated in a small buffer that stays in the
-L1/L2 cache, experiment by experiment (an experiment with several foci in
-the tile is combined by minimum in a second tile buffer). Every voxel receives
-the same values in the same order (experiment order) as the plain
-accumulation, so the result is bit-identical, and 2-3 times faster when
-hundreds of experiments cover the whole brain.
-3. The supra-threshold voxels are labelled by flood fill with 6-, 18- or
+1. ``log(1 - ALE)`` is the sum over experiments of ``log(1 - MA)``; kernels
+   are stored as cubes of ``log1p(-k)``, and an experiment with several foci
+   reaching a voxel contributes their minimum (= the maximum of MA,
+   Turkeltaub 2012). Every path below adds, at every voxel, the same values in
+   the same order (experiment order) as this plain accumulation
+   (``_accumulate``), so all paths give the same bits.
+2. Pruned path (``_pruned``): an upper bound of ALE per 2x2x2-voxel block
+   (the product of the kernels' block maxima over all foci, float32 with a
+   rigorous rounding margin) selects the candidate blocks that could exceed
+   the cluster-forming threshold. Foci are binned into the ``TILE``^3-voxel
+   tiles their kernel boxes touch, and each candidate block is accumulated in
+   an 8-voxel buffer from the foci of its tile (``_exact_blocks``). If no voxel
+   exceeds the threshold the iteration is recomputed on the whole grid, so the
+   maximum ALE is always exact.
+3. Whole-grid path (``_tiled``, when more than ``MAX_CANDIDATE_SHARE`` of the
+   blocks are candidates): the same binning, each tile accumulated in a
+   cache-resident buffer, experiment by experiment (an experiment with several
+   foci in the tile is combined by minimum in a second tile buffer).
+4. The supra-threshold voxels are labelled by flood fill with 6-, 18- or
    26-connectivity; cluster size is the voxel count and cluster mass the sum of
    ``ALE - threshold``.
 
@@ -66,7 +67,6 @@ class Workspace:
     """Per-thread work arrays for :func:`run_batch`."""
 
     def __init__(self, n_grid: int, n_blocks: int):
-        self.log1m = np.zeros(n_grid)
         self.combine = np.zeros(n_grid)
         self.label = np.zeros(n_grid, dtype=np.int32)
         self.supra = np.empty(n_grid, dtype=np.int64)
@@ -234,85 +234,6 @@ def _bound_pass(ijk, cube_of_focus, blog, bstart, bwidth, dlo, bshape, bound):
 
 
 @numba.njit(cache=True, nogil=True, inline="always")
-def _lower_bound(a, n, x):
-    lo, hi = 0, n
-    while lo < hi:
-        mid = (lo + hi) >> 1
-        if a[mid] < x:
-            lo = mid + 1
-        else:
-            hi = mid
-    return lo
-
-
-@numba.njit(cache=True, nogil=True, inline="always")
-def _visit_focus(mode, ci, cj, ck, r, w, s0, log1m_k, shape, bshape, cands, n_cand, log1m, combine):
-    """Apply one focus's kernel to the voxels of the candidate blocks in its reach.
-
-    mode 0: add log(1 - k) to log1m; mode 1: keep the minimum in ``combine``;
-    mode 2: move ``combine`` into ``log1m`` (and clear it). Voxels outside the
-    brain mask are computed too (they are ignored when the map is read).
-    """
-    nx, ny, nz = shape[0], shape[1], shape[2]
-    BY, BZ = bshape[1], bshape[2]
-    ilo, ihi = max(0, ci - r), min(nx - 1, ci + r)
-    jlo, jhi = max(0, cj - r), min(ny - 1, cj + r)
-    klo, khi = max(0, ck - r), min(nz - 1, ck + r)
-    Clo, Chi = klo >> 1, khi >> 1
-    for A in range(ilo >> 1, (ihi >> 1) + 1):
-        row = A * BY
-        t0 = _lower_bound(cands, n_cand, (row + (jlo >> 1)) * BZ + Clo)
-        t1 = _lower_bound(cands, n_cand, (row + (jhi >> 1)) * BZ + Chi + 1)
-        a0, a1 = max(ilo, 2 * A), min(ihi, 2 * A + 1) + 1
-        for t in range(t0, t1):
-            q = cands[t]
-            B = (q // BZ) - row
-            C = q - (row + B) * BZ
-            if C < Clo or C > Chi:
-                continue
-            b0, b1 = max(jlo, 2 * B), min(jhi, 2 * B + 1) + 1
-            c0, c1 = max(klo, 2 * C), min(khi, 2 * C + 1) + 1
-            for a in range(a0, a1):
-                for b in range(b0, b1):
-                    base = (a * ny + b) * nz
-                    kbase = s0 + ((a - ci + r) * w + (b - cj + r)) * w - ck + r
-                    if mode == 0:
-                        for c in range(c0, c1):
-                            log1m[base + c] += log1m_k[kbase + c]
-                    elif mode == 1:
-                        for c in range(c0, c1):
-                            if log1m_k[kbase + c] < combine[base + c]:
-                                combine[base + c] = log1m_k[kbase + c]
-                    else:
-                        for c in range(c0, c1):
-                            log1m[base + c] += combine[base + c]
-                            combine[base + c] = 0.0
-
-
-@numba.njit(cache=True, nogil=True)
-def _exact_on_candidates(ijk, exp_offsets, cube_of_exp, log1m_k, start, width, shape, bshape,
-                         cand_list, n_cand, log1m, combine):
-    """Exact log(1 - ALE) at the voxels of the candidate blocks (sorted block numbers)."""
-    for e in range(exp_offsets.shape[0] - 1):
-        j = cube_of_exp[e]
-        w = width[j]
-        r = w // 2
-        s0 = start[j]
-        a0, a1 = exp_offsets[e], exp_offsets[e + 1]
-        any_overlap = False
-        for f in range(a0, a1):
-            mode = 0 if _isolated(ijk, a0, a1, f, w) else 1
-            any_overlap = any_overlap or mode == 1
-            _visit_focus(mode, ijk[f, 0], ijk[f, 1], ijk[f, 2], r, w, s0, log1m_k, shape, bshape,
-                         cand_list, n_cand, log1m, combine)
-        if any_overlap:
-            for f in range(a0, a1):
-                if not _isolated(ijk, a0, a1, f, w):
-                    _visit_focus(2, ijk[f, 0], ijk[f, 1], ijk[f, 2], r, w, s0, log1m_k, shape, bshape,
-                                 cand_list, n_cand, log1m, combine)
-
-
-@numba.njit(cache=True, nogil=True, inline="always")
 def _keep_if_supra(v, x, log_cut, cut_ale, supra, n_supra, label, values):
     """Record in-mask voxel v if ``x = log(1 - ALE)`` is above the threshold; the new count.
 
@@ -367,6 +288,89 @@ def _bin_foci(ijk, cube_of_focus, width, shape, tshape, tile_in_mask, ptr, lst):
     for t in range(ptr.shape[0] - 1):
         ptr[t + 1] += ptr[t]
     _bin_pass(ijk, cube_of_focus, width, shape, tshape, tile_in_mask, ptr, lst, True)
+
+
+@numba.njit(cache=True, nogil=True)
+def _exact_blocks(ijk, exp_of_focus, cube_of_focus, log1m_k, start, width, shape, bshape, tshape, tile_in_mask,
+                  cand_list, n_cand, ptr, lst, mask_grid, log_cut, cut_ale, supra, label, values, acc, comb):
+    """Exact log(1 - ALE) in the candidate blocks, block by block.
+
+    Foci are binned into the ``TILE``^3 tiles their kernel boxes touch (in
+    experiment order); a candidate block (2x2x2 voxels, inside one tile) takes
+    the foci of its tile that reach it and accumulates its 8 voxels in a small
+    buffer, experiment by experiment, combining an experiment's foci by
+    minimum first: each voxel receives the same values in the same order as
+    the plain accumulation (bit-identical). Returns (min log1m over the
+    candidates' mask voxels, n_supra); supra voxels get ``label = -1`` and
+    ``values = ALE - threshold``."""
+    nx, ny, nz = shape[0], shape[1], shape[2]
+    BY, BZ = bshape[1], bshape[2]
+    TY, TZ = tshape[1], tshape[2]
+    _bin_foci(ijk, cube_of_focus, width, shape, tshape, tile_in_mask, ptr, lst)
+    best = 0.0
+    n_supra = 0
+    for t in range(n_cand):
+        q = cand_list[t]
+        A = q // (BY * BZ)
+        B = (q // BZ) % BY
+        C = q % BZ
+        a0, b0, c0 = 2 * A, 2 * B, 2 * C
+        a1, b1, c1 = min(nx, a0 + 2), min(ny, b0 + 2), min(nz, c0 + 2)
+        tile = ((a0 // TILE) * TY + (b0 // TILE)) * TZ + (c0 // TILE)
+        beg = ptr[tile - 1] if tile > 0 else 0
+        end = ptr[tile]
+        for u in range(8):
+            acc[u] = 0.0
+        p = beg
+        while p < end:
+            e = exp_of_focus[lst[p]]
+            q2 = p + 1
+            while q2 < end and exp_of_focus[lst[q2]] == e:
+                q2 += 1
+            n_reach = 0
+            for u in range(p, q2):
+                f = lst[u]
+                r = width[cube_of_focus[f]] // 2
+                if ijk[f, 0] - r < a1 and ijk[f, 0] + r >= a0 and ijk[f, 1] - r < b1 \
+                        and ijk[f, 1] + r >= b0 and ijk[f, 2] - r < c1 and ijk[f, 2] + r >= c0:
+                    n_reach += 1
+            if n_reach > 0:
+                several = n_reach > 1  # combine this experiment's foci by minimum first (comb is all zero)
+                for u in range(p, q2):
+                    f = lst[u]
+                    j = cube_of_focus[f]
+                    w = width[j]
+                    r = w // 2
+                    s0 = start[j]
+                    ci, cj, ck = ijk[f, 0], ijk[f, 1], ijk[f, 2]
+                    la, ha = max(a0, ci - r), min(a1, ci + r + 1)
+                    lb, hb = max(b0, cj - r), min(b1, cj + r + 1)
+                    lc, hc = max(c0, ck - r), min(c1, ck + r + 1)
+                    for a in range(la, ha):
+                        for b in range(lb, hb):
+                            kb = s0 + ((a - ci + r) * w + (b - cj + r)) * w - ck + r
+                            ub = (a - a0) * 4 + (b - b0) * 2 - c0
+                            for c in range(lc, hc):
+                                k = log1m_k[kb + c]
+                                if several:
+                                    if k < comb[ub + c]:
+                                        comb[ub + c] = k
+                                else:
+                                    acc[ub + c] += k
+                if several:
+                    for u in range(8):
+                        acc[u] += comb[u]
+                        comb[u] = 0.0  # all zero again, as the tiled path expects
+            p = q2
+        for a in range(a0, a1):
+            for b in range(b0, b1):
+                for c in range(c0, c1):
+                    v = (a * ny + b) * nz + c
+                    if mask_grid[v]:
+                        x = acc[(a - a0) * 4 + (b - b0) * 2 + (c - c0)]
+                        best = min(best, x)
+                        n_supra = _keep_if_supra(v, x, log_cut, cut_ale, supra, n_supra, label, values)
+    return best, n_supra
 
 
 @numba.njit(cache=True, nogil=True)
@@ -453,14 +457,13 @@ def _tiled(ijk, exp_of_focus, cube_of_focus, log1m_k, start, width, shape, tshap
 @numba.njit(cache=True, nogil=True)
 def _pruned(ijk, exp_offsets, cube_of_exp, cube_of_focus, log1m_k, start, width, shape,
             blog, bstart, bwidth, dlo, bshape, block_in_mask, mask_grid, log_cut, bound_cut, cut_ale,
-            log1m, combine, supra, label, bound, cand_list):
+            combine, supra, label, bound, cand_list, exp_of_focus, tshape, tile_in_mask, tile_ptr, tile_list,
+            tile_acc, tile_comb):
     """Iteration restricted to blocks whose bound can exceed the threshold.
 
     Returns (min log1m, n_supra); n_supra = -1 asks for the brute-force path
     (no voxel above threshold, so the maximum may lie outside the candidates),
     -2 says that too many blocks are candidates for pruning to pay."""
-    ny, nz = shape[1], shape[2]
-    BY, BZ = bshape[1], bshape[2]
     _bound_pass(ijk, cube_of_focus, blog, bstart, bwidth, dlo, bshape, bound)
     n_cand = 0
     n_in = 0
@@ -473,24 +476,9 @@ def _pruned(ijk, exp_offsets, cube_of_exp, cube_of_focus, log1m_k, start, width,
     bound[:] = 0.0
     if n_cand > MAX_CANDIDATE_SHARE * n_in:
         return 0.0, -2  # pruning would not pay: let the caller compute the whole grid
-    _exact_on_candidates(ijk, exp_offsets, cube_of_exp, log1m_k, start, width, shape, bshape,
-                         cand_list, n_cand, log1m, combine)
-    best = 0.0
-    n_supra = 0
-    for t in range(n_cand):
-        q = cand_list[t]
-        A = q // (BY * BZ)
-        B = (q // BZ) % BY
-        C = q % BZ
-        for a in range(2 * A, min(shape[0], 2 * A + 2)):
-            for b in range(2 * B, min(ny, 2 * B + 2)):
-                for c in range(2 * C, min(nz, 2 * C + 2)):
-                    v = (a * ny + b) * nz + c
-                    x = log1m[v]
-                    log1m[v] = 0.0
-                    if mask_grid[v]:
-                        best = min(best, x)
-                        n_supra = _keep_if_supra(v, x, log_cut, cut_ale, supra, n_supra, label, combine)
+    best, n_supra = _exact_blocks(ijk, exp_of_focus, cube_of_focus, log1m_k, start, width, shape, bshape, tshape,
+                                  tile_in_mask, cand_list, n_cand, tile_ptr, tile_list, mask_grid, log_cut, cut_ale,
+                                  supra, label, combine, tile_acc, tile_comb)
     if n_supra == 0:
         return best, -1
     return best, n_supra
@@ -499,7 +487,7 @@ def _pruned(ijk, exp_offsets, cube_of_exp, cube_of_focus, log1m_k, start, width,
 @numba.njit(cache=True, nogil=True)
 def run_batch_kernel(draws, mask_ijk, mask_flat, mask_grid, exp_offsets, cube_of_exp, cube_of_focus,
                      log1m_k, start, width, shape, blog, bstart, bwidth, dlo, bshape, block_in_mask,
-                     log_cut, cut_ale, nbr, prune, log1m, combine, label, supra, stack, bound,
+                     log_cut, cut_ale, nbr, prune, combine, label, supra, stack, bound,
                      cand_list, exp_of_focus, tshape, tile_in_mask, tile_ptr, tile_list, tile_acc,
                      tile_comb, bound_cut, out_ale, out_size, out_mass):
     """Run ``draws.shape[0]`` iterations; ``draws[t]`` holds in-mask voxel
@@ -517,8 +505,9 @@ def run_batch_kernel(draws, mask_ijk, mask_flat, mask_grid, exp_offsets, cube_of
         if prune and skip_prune == 0:
             best, n_supra = _pruned(ijk, exp_offsets, cube_of_exp, cube_of_focus, log1m_k, start,
                                     width, shape, blog, bstart, bwidth, dlo, bshape, block_in_mask,
-                                    mask_grid, log_cut, bound_cut, cut_ale, log1m, combine, supra, label,
-                                    bound, cand_list)
+                                    mask_grid, log_cut, bound_cut, cut_ale, combine, supra, label,
+                                    bound, cand_list, exp_of_focus, tshape, tile_in_mask, tile_ptr, tile_list,
+                                    tile_acc, tile_comb)
         if n_supra == -2:
             skip_prune = PRUNE_BACKOFF  # dense null: stop trying for a while, then look again
         elif skip_prune > 0:
@@ -541,7 +530,7 @@ def run_batch(draws, plan, ws: Workspace, out_ale, out_size, out_mass, prune: bo
         draws, plan.mask_ijk, plan.mask_flat, plan.mask_grid, plan.exp_offsets, plan.cube_of_exp,
         plan.cube_of_focus, plan.log1m_k, plan.start, plan.width, plan.shape, plan.blog,
         plan.bstart, plan.bwidth, plan.dlo, plan.bshape, plan.block_in_mask, plan.log_cut,
-        plan.cut_ale, plan.nbr, prune, ws.log1m, ws.combine, ws.label, ws.supra, ws.stack,
+        plan.cut_ale, plan.nbr, prune, ws.combine, ws.label, ws.supra, ws.stack,
         ws.bound, ws.cand_list, plan.exp_of_focus, plan.tshape, plan.tile_in_mask, *ws.tiles_for(plan),
         ws.tile_acc, ws.tile_comb, plan.bound_cut, out_ale, out_size, out_mass,
     )
