@@ -290,6 +290,18 @@ def _bin_foci(ijk, cube_of_focus, width, shape, tshape, tile_in_mask, ptr, lst):
     _bin_pass(ijk, cube_of_focus, width, shape, tshape, tile_in_mask, ptr, lst, True)
 
 
+@numba.njit(cache=True, nogil=True, inline="always")
+def _clip_focus(ijk, f, cube_of_focus, width, start, a0, a1, b0, b1, c0, c1):
+    """Focus f's kernel (edge w, radius r, cube start s0, centre) and its box
+    clipped to the region ``[a0, a1) x [b0, b1) x [c0, c1)`` (empty if la >= ha ...)."""
+    j = cube_of_focus[f]
+    w = width[j]
+    r = w // 2
+    ci, cj, ck = ijk[f, 0], ijk[f, 1], ijk[f, 2]
+    return (w, r, start[j], ci, cj, ck, max(a0, ci - r), min(a1, ci + r + 1), max(b0, cj - r),
+            min(b1, cj + r + 1), max(c0, ck - r), min(c1, ck + r + 1))
+
+
 @numba.njit(cache=True, nogil=True)
 def _exact_blocks(ijk, exp_of_focus, cube_of_focus, log1m_k, start, width, shape, bshape, tshape, tile_in_mask,
                   cand_list, n_cand, ptr, lst, mask_grid, log_cut, cut_ale, supra, label, values, acc, comb):
@@ -329,23 +341,14 @@ def _exact_blocks(ijk, exp_of_focus, cube_of_focus, log1m_k, start, width, shape
                 q2 += 1
             n_reach = 0
             for u in range(p, q2):
-                f = lst[u]
-                r = width[cube_of_focus[f]] // 2
-                if ijk[f, 0] - r < a1 and ijk[f, 0] + r >= a0 and ijk[f, 1] - r < b1 \
-                        and ijk[f, 1] + r >= b0 and ijk[f, 2] - r < c1 and ijk[f, 2] + r >= c0:
+                box = _clip_focus(ijk, lst[u], cube_of_focus, width, start, a0, a1, b0, b1, c0, c1)
+                if box[6] < box[7] and box[8] < box[9] and box[10] < box[11]:
                     n_reach += 1
             if n_reach > 0:
                 several = n_reach > 1  # combine this experiment's foci by minimum first (comb is all zero)
                 for u in range(p, q2):
-                    f = lst[u]
-                    j = cube_of_focus[f]
-                    w = width[j]
-                    r = w // 2
-                    s0 = start[j]
-                    ci, cj, ck = ijk[f, 0], ijk[f, 1], ijk[f, 2]
-                    la, ha = max(a0, ci - r), min(a1, ci + r + 1)
-                    lb, hb = max(b0, cj - r), min(b1, cj + r + 1)
-                    lc, hc = max(c0, ck - r), min(c1, ck + r + 1)
+                    w, r, s0, ci, cj, ck, la, ha, lb, hb, lc, hc = _clip_focus(
+                        ijk, lst[u], cube_of_focus, width, start, a0, a1, b0, b1, c0, c1)
                     for a in range(la, ha):
                         for b in range(lb, hb):
                             kb = s0 + ((a - ci + r) * w + (b - cj + r)) * w - ck + r
@@ -404,15 +407,8 @@ def _tiled(ijk, exp_of_focus, cube_of_focus, log1m_k, start, width, shape, tshap
             several = q - p > 1  # combine this experiment's foci by minimum first
             ua0, ua1, ub0, ub1, uc0, uc1 = a1, a0, b1, b0, c1, c0
             for u in range(p, q):
-                f = lst[u]
-                j = cube_of_focus[f]
-                w = width[j]
-                r = w // 2
-                s0 = start[j]
-                ci, cj, ck = ijk[f, 0], ijk[f, 1], ijk[f, 2]
-                la, ha = max(a0, ci - r), min(a1, ci + r + 1)
-                lb, hb = max(b0, cj - r), min(b1, cj + r + 1)
-                lc, hc = max(c0, ck - r), min(c1, ck + r + 1)
+                w, r, s0, ci, cj, ck, la, ha, lb, hb, lc, hc = _clip_focus(
+                    ijk, lst[u], cube_of_focus, width, start, a0, a1, b0, b1, c0, c1)
                 if several:
                     ua0, ua1 = min(ua0, la), max(ua1, ha)
                     ub0, ub1 = min(ub0, lb), max(ub1, hb)

@@ -46,32 +46,45 @@ def _nearest_bin(value, n_bins):
 
 
 @numba.njit(cache=True, nogil=True)
+def _close_histogram(counts, n_voxels, e, ptr, parts_b, parts_p):
+    """Experiment e's histogram from its integer bin counts (all mask voxels
+    counted): occupied bins and probabilities appended to the parts, counts
+    cleared, ``ptr[e + 1]`` set."""
+    occupied = np.flatnonzero(counts)
+    parts_b.append(occupied)
+    parts_p.append(counts[occupied] / n_voxels)
+    for t in range(occupied.shape[0]):
+        counts[occupied[t]] = 0
+    ptr[e + 1] = ptr[e] + occupied.shape[0]
+
+
+@numba.njit(cache=True, nogil=True)
+def _concat_histograms(ptr, parts_b, parts_p):
+    """The parts as one CSR pair ``(bins, p)`` over ``ptr``."""
+    out_bins = np.empty(ptr[-1], dtype=np.int64)
+    out_p = np.empty(ptr[-1])
+    for e in range(ptr.shape[0] - 1):
+        out_bins[ptr[e]:ptr[e + 1]] = parts_b[e]
+        out_p[ptr[e]:ptr[e + 1]] = parts_p[e]
+    return out_bins, out_p
+
+
+@numba.njit(cache=True, nogil=True)
 def _histograms(indptr, vals, n_voxels, n_bins):
     """Each experiment's histogram of MA values over all mask voxels (zeros
     included): occupied bins (ascending) and their probabilities, CSR."""
     n_exp = indptr.shape[0] - 1
-    scratch = np.zeros(n_bins)
+    counts = np.zeros(n_bins, dtype=np.int64)
     ptr = np.zeros(n_exp + 1, dtype=np.int64)
-    out_bins = np.empty(0, dtype=np.int64)
-    out_p = np.empty(0)
-    parts_b = []
-    parts_p = []
+    parts_b = [np.empty(0, dtype=np.int64) for _ in range(0)]
+    parts_p = [np.empty(0) for _ in range(0)]
     for e in range(n_exp):
         a, b = indptr[e], indptr[e + 1]
         for t in range(a, b):
-            scratch[_nearest_bin(vals[t], n_bins)] += 1.0
-        scratch[0] += n_voxels - (b - a)
-        bins = np.flatnonzero(scratch)
-        parts_b.append(bins)
-        parts_p.append(scratch[bins] / n_voxels)
-        for t in range(bins.shape[0]):
-            scratch[bins[t]] = 0.0
-        ptr[e + 1] = ptr[e] + bins.shape[0]
-    out_bins = np.empty(ptr[-1], dtype=np.int64)
-    out_p = np.empty(ptr[-1])
-    for e in range(n_exp):
-        out_bins[ptr[e]:ptr[e + 1]] = parts_b[e]
-        out_p[ptr[e]:ptr[e + 1]] = parts_p[e]
+            counts[_nearest_bin(vals[t], n_bins)] += 1
+        counts[0] += n_voxels - (b - a)
+        _close_histogram(counts, n_voxels, e, ptr, parts_b, parts_p)
+    out_bins, out_p = _concat_histograms(ptr, parts_b, parts_p)
     return ptr, out_bins, out_p
 
 

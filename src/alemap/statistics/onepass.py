@@ -25,7 +25,7 @@ from numba.typed import List
 
 from alemap.kernels.gaussian import KernelCubes
 from alemap.statistics.ale import mask_index_grid
-from alemap.statistics.null import _INV, MAHistograms, _nearest_bin
+from alemap.statistics.null import _INV, MAHistograms, _close_histogram, _concat_histograms, _nearest_bin
 
 __all__ = ["ale_and_histograms"]
 
@@ -116,8 +116,8 @@ def _merge(ptrs, flats, n_voxels, n_bins):
     n_exp = ptrs[0].shape[0] - 1
     counts = np.zeros(n_bins, dtype=np.int64)
     ptr = np.zeros(n_exp + 1, dtype=np.int64)
-    parts_b = []
-    parts_p = []
+    parts_b = [np.empty(0, dtype=np.int64) for _ in range(0)]
+    parts_p = [np.empty(0) for _ in range(0)]
     for e in range(n_exp):
         n_ma = 0
         for s in range(len(ptrs)):
@@ -125,17 +125,8 @@ def _merge(ptrs, flats, n_voxels, n_bins):
                 counts[flats[s][0, t]] += flats[s][1, t]
                 n_ma += flats[s][1, t]
         counts[0] += n_voxels - n_ma
-        occupied = np.flatnonzero(counts)
-        parts_b.append(occupied)
-        parts_p.append(counts[occupied] / n_voxels)
-        for t in range(occupied.shape[0]):
-            counts[occupied[t]] = 0
-        ptr[e + 1] = ptr[e] + occupied.shape[0]
-    out_b = np.empty(ptr[-1], dtype=np.int64)
-    out_p = np.empty(ptr[-1])
-    for e in range(n_exp):
-        out_b[ptr[e]:ptr[e + 1]] = parts_b[e]
-        out_p[ptr[e]:ptr[e + 1]] = parts_p[e]
+        _close_histogram(counts, n_voxels, e, ptr, parts_b, parts_p)
+    out_b, out_p = _concat_histograms(ptr, parts_b, parts_p)
     return ptr, out_b, out_p
 
 
