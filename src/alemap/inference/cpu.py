@@ -302,6 +302,16 @@ def _clip_focus(ijk, f, cube_of_focus, width, start, a0, a1, b0, b1, c0, c1):
             min(b1, cj + r + 1), max(c0, ck - r), min(c1, ck + r + 1))
 
 
+@numba.njit(cache=True, nogil=True, inline="always")
+def _experiment_end(lst, exp_of_focus, p, end):
+    """End of the run of binned foci ``lst[p:]`` that belong to the experiment of ``lst[p]``."""
+    e = exp_of_focus[lst[p]]
+    q = p + 1
+    while q < end and exp_of_focus[lst[q]] == e:
+        q += 1
+    return q
+
+
 @numba.njit(cache=True, nogil=True)
 def _exact_blocks(ijk, exp_of_focus, cube_of_focus, log1m_k, start, width, shape, bshape, tshape, tile_in_mask,
                   cand_list, n_cand, ptr, lst, mask_grid, log_cut, cut_ale, supra, label, values, acc, comb):
@@ -335,10 +345,7 @@ def _exact_blocks(ijk, exp_of_focus, cube_of_focus, log1m_k, start, width, shape
             acc[u] = 0.0
         p = beg
         while p < end:
-            e = exp_of_focus[lst[p]]
-            q2 = p + 1
-            while q2 < end and exp_of_focus[lst[q2]] == e:
-                q2 += 1
+            q2 = _experiment_end(lst, exp_of_focus, p, end)
             n_reach = 0
             for u in range(p, q2):
                 box = _clip_focus(ijk, lst[u], cube_of_focus, width, start, a0, a1, b0, b1, c0, c1)
@@ -400,10 +407,7 @@ def _tiled(ijk, exp_of_focus, cube_of_focus, log1m_k, start, width, shape, tshap
         acc[:] = 0.0
         p = beg
         while p < end:
-            e = exp_of_focus[lst[p]]
-            q = p + 1
-            while q < end and exp_of_focus[lst[q]] == e:
-                q += 1
+            q = _experiment_end(lst, exp_of_focus, p, end)
             several = q - p > 1  # combine this experiment's foci by minimum first
             ua0, ua1, ub0, ub1, uc0, uc1 = a1, a0, b1, b0, c1, c0
             for u in range(p, q):
