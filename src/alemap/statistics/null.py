@@ -96,37 +96,36 @@ def _target(one_minus_b, k, centres, n_bins):
 
 
 @numba.njit(cache=True, nogil=True)
-def _runs(values, centres, n_bins):
-    """For each MA bin ``values[u]``, the map ``k -> _target(k)`` cut into runs
-    on which it is a shift: run ``r`` covers ``k0[r] <= k < k0[r + 1]`` (the
-    last one up to ``n_bins``) and sends ``k`` to ``m0[r] + k - k0[r]``. The map
-    is non-decreasing (every float step is monotone) and advances by 0 or 1,
-    so runs are long (~1/b bins) and a fold is a few vector AXPYs."""
+def _runs_pass(values, centres, n_bins, ptr, k0, m0, fill):
+    """Count (``fill=False``, into ``ptr``) or write the runs of every MA bin."""
     n = 0
-    ptr = np.zeros(values.shape[0] + 1, dtype=np.int64)
-    cap = 1024
-    k0 = np.empty(cap, dtype=np.int32)
-    m0 = np.empty(cap, dtype=np.int32)
     for u in range(values.shape[0]):
         om = 1.0 - centres[values[u]]
         prev = -2
         for k in range(n_bins):
             m = _target(om, k, centres, n_bins)
             if m != prev + 1:
-                if n == cap:
-                    cap *= 2
-                    k0n = np.empty(cap, dtype=np.int32)
-                    m0n = np.empty(cap, dtype=np.int32)
-                    k0n[:n] = k0[:n]
-                    m0n[:n] = m0[:n]
-                    k0 = k0n
-                    m0 = m0n
-                k0[n] = k
-                m0[n] = m
+                if fill:
+                    k0[n] = k
+                    m0[n] = m
                 n += 1
             prev = m
         ptr[u + 1] = n
-    return ptr, k0[:n].copy(), m0[:n].copy()
+
+
+def _runs(values, centres, n_bins):
+    """For each MA bin ``values[u]``, the map ``k -> _target(k)`` cut into runs
+    on which it is a shift: run ``r`` covers ``k0[r] <= k < k0[r + 1]`` (the
+    last one up to ``n_bins``) and sends ``k`` to ``m0[r] + k - k0[r]``. The map
+    is non-decreasing (every float step is monotone) and advances by 0 or 1,
+    so runs are long (~1/b bins) and a fold is a few vector AXPYs."""
+    ptr = np.zeros(values.shape[0] + 1, dtype=np.int64)
+    empty = np.empty(0, dtype=np.int32)
+    _runs_pass(values, centres, n_bins, ptr, empty, empty, False)
+    k0 = np.empty(int(ptr[-1]), dtype=np.int32)
+    m0 = np.empty(int(ptr[-1]), dtype=np.int32)
+    _runs_pass(values, centres, n_bins, ptr, k0, m0, True)
+    return ptr, k0, m0
 
 
 @numba.njit(cache=True, nogil=True)
@@ -219,53 +218,48 @@ def _fold(ptr, bins, p, centres, jobs):
     n_threads = max(1, min(int(jobs), n_chunks // -(-span // CHUNK), n_exp // BATCH))
     c_edges = np.linspace(0, n_chunks, n_threads + 1).astype(np.int64)
     m_edges = np.minimum(c_edges * CHUNK, n_bins)
-    n_ring = 3 * BATCH
     h = [np.zeros(n_bins) for _ in range(n_threads)]
     out = [np.zeros(n_bins) for _ in range(n_threads)]
     for hj in h:
         hj[0] = 1.0
-    rings = [np.zeros((n_ring, span)) for _ in range(n_threads - 1)] + [np.zeros((0, span))]
+    # thread j hands its top `span` bins of each experiment to thread j + 1 through rings[j]
+    rings = [np.zeros((3 * BATCH, span)) for _ in range(n_threads - 1)]
     no_ring = np.zeros((0, span))
-    rest = (run_ptr, k0, m0, n_bins)
-
+    ready = [threading.Semaphore(0) for _ in rings]  # batches thread j has folded, for j + 1
+    free = [threading.Semaphore(2) for _ in rings]  # batches thread j + 1 has read, so j may overwrite
     abort = threading.Event()
+    last = n_threads - 1
 
     def wait(sem):
         while not sem.acquire(timeout=0.05):
             if abort.is_set():
                 raise _Aborted("another fold thread failed")
 
-    def thread(j, ready_in=None, free_out=None, ready_out=None, free_in=None):
+    def thread(j):
+        ring_in = rings[j - 1] if j > 0 else no_ring
+        ring_out = rings[j] if j < last else no_ring
         try:
-            _thread(j, ready_in, free_out, ready_out, free_in)
+            for e_lo in range(0, n_exp, BATCH):
+                if j > 0:
+                    wait(ready[j - 1])
+                if j < last:
+                    wait(free[j])
+                _fold_span(ptr, us, p, n_src, e_lo, min(n_exp, e_lo + BATCH), c_edges[j], c_edges[j + 1], CHUNK,
+                           h[j], out[j], ring_in, ring_out, m_edges[j], m_edges[j + 1], span, run_ptr, k0, m0,
+                           n_bins)
+                if j < last:
+                    ready[j].release()
+                if j > 0:
+                    free[j - 1].release()
         except BaseException:
             abort.set()
             raise
 
-    def _thread(j, ready_in, free_out, ready_out, free_in):
-        ring_in = rings[j - 1] if j > 0 else no_ring
-        for e_lo in range(0, n_exp, BATCH):
-            e_hi = min(n_exp, e_lo + BATCH)
-            if ready_in is not None:
-                wait(ready_in)  # the thread below has folded this batch
-            if free_out is not None:
-                wait(free_out)  # the thread above has read what this batch overwrites
-            _fold_span(ptr, us, p, n_src, e_lo, e_hi, c_edges[j], c_edges[j + 1], CHUNK, h[j], out[j], ring_in, rings[j],
-                       m_edges[j], m_edges[j + 1], span, *rest)
-            if ready_out is not None:
-                ready_out.release()
-            if free_in is not None:
-                free_in.release()
-
     if n_threads == 1:
         thread(0)
     else:
-        ready = [threading.Semaphore(0) for _ in range(n_threads - 1)]  # ready[j]: j -> j + 1
-        free = [threading.Semaphore(2) for _ in range(n_threads - 1)]  # ring rows j + 1 has read
         with ThreadPoolExecutor(n_threads) as pool:
-            futures = [pool.submit(thread, j, ready[j - 1] if j > 0 else None, free[j] if j < n_threads - 1 else None,
-                                   ready[j] if j < n_threads - 1 else None, free[j - 1] if j > 0 else None)
-                       for j in range(n_threads)]
+            futures = [pool.submit(thread, j) for j in range(n_threads)]
             errors = [f.exception() for f in futures]
         # the failure itself, not the threads stopped because of it
         for err in sorted((x for x in errors if x is not None), key=lambda x: isinstance(x, _Aborted)):
