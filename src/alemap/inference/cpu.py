@@ -346,31 +346,25 @@ def _exact_blocks(ijk, exp_of_focus, cube_of_focus, log1m_k, start, width, shape
         p = beg
         while p < end:
             q2 = _experiment_end(lst, exp_of_focus, p, end)
-            n_reach = 0
+            several = q2 - p > 1  # combine this experiment's foci by minimum first (comb is all zero)
             for u in range(p, q2):
-                box = _clip_focus(ijk, lst[u], cube_of_focus, width, start, a0, a1, b0, b1, c0, c1)
-                if box[6] < box[7] and box[8] < box[9] and box[10] < box[11]:
-                    n_reach += 1
-            if n_reach > 0:
-                several = n_reach > 1  # combine this experiment's foci by minimum first (comb is all zero)
-                for u in range(p, q2):
-                    w, r, s0, ci, cj, ck, la, ha, lb, hb, lc, hc = _clip_focus(
-                        ijk, lst[u], cube_of_focus, width, start, a0, a1, b0, b1, c0, c1)
-                    for a in range(la, ha):
-                        for b in range(lb, hb):
-                            kb = s0 + ((a - ci + r) * w + (b - cj + r)) * w - ck + r
-                            ub = (a - a0) * 4 + (b - b0) * 2 - c0
-                            for c in range(lc, hc):
-                                k = log1m_k[kb + c]
-                                if several:
-                                    if k < comb[ub + c]:
-                                        comb[ub + c] = k
-                                else:
-                                    acc[ub + c] += k
-                if several:
-                    for u in range(8):
-                        acc[u] += comb[u]
-                        comb[u] = 0.0  # all zero again, as the tiled path expects
+                w, r, s0, ci, cj, ck, la, ha, lb, hb, lc, hc = _clip_focus(
+                    ijk, lst[u], cube_of_focus, width, start, a0, a1, b0, b1, c0, c1)
+                for a in range(la, ha):
+                    for b in range(lb, hb):
+                        kb = s0 + ((a - ci + r) * w + (b - cj + r)) * w - ck + r
+                        ub = (a - a0) * 4 + (b - b0) * 2 - c0
+                        for c in range(lc, hc):
+                            k = log1m_k[kb + c]
+                            if several:
+                                if k < comb[ub + c]:
+                                    comb[ub + c] = k
+                            else:
+                                acc[ub + c] += k
+            if several:
+                for u in range(8):
+                    acc[u] += comb[u]
+                    comb[u] = 0.0  # all zero again, as the tiled path expects
             p = q2
         for a in range(a0, a1):
             for b in range(b0, b1):
