@@ -104,21 +104,32 @@ def test_format_size():
 
 
 # ---------------------------------------------------------------- the memory estimate against the engine
+def test_limits_mirror_the_engine_tilings():
+    from alemap.inference import cpu
+    from alemap.inference.plan import tiles_per_focus
+
+    assert (limits.TILE, limits.SLAB) == (cpu.TILE, cpu.SLAB)
+    for width in (5, 17, 31, 41):
+        assert limits._tiles_per_focus(width**3) == tiles_per_focus(width)
+
+
 def test_per_job_estimate_counts_the_engine_workspace_exactly():
-    from alemap.inference.cpu import Workspace
+    from alemap.inference.cpu import SLAB, Workspace
 
     grid = load_mni152_2mm()
     n_grid = int(np.prod(grid.shape))
     n_blocks = int(np.prod((np.asarray(grid.shape) + 1) // 2))
     n_tiles = int(np.prod(-(-np.asarray(grid.shape) // 8)))
+    n_slabs = int(np.prod(-(-np.asarray(grid.shape) // np.asarray(SLAB))))
     ws = Workspace(n_grid, n_blocks)
-    ws.tiles_for(SimpleNamespace(n_tiles=n_tiles, n_foci=0, max_tiles_per_focus=125))  # as run_batch does
+    ws.tiles_for(SimpleNamespace(n_tiles=n_tiles, n_slabs=n_slabs, n_foci=0, max_tiles_per_focus=125))  # as run_batch
     workspace_bytes = sum(a.nbytes for a in vars(ws).values() if isinstance(a, np.ndarray))
-    est = estimate_fit_memory(n_foci=0, n_grid=n_grid, n_mask=grid.n_voxels, n_blocks=n_blocks, n_tiles=n_tiles)
+    est = estimate_fit_memory(n_foci=0, n_grid=n_grid, n_mask=grid.n_voxels, n_blocks=n_blocks, n_tiles=n_tiles,
+                              n_slabs=n_slabs)
     assert est.per_job == workspace_bytes  # if Workspace changes, alemap._limits must follow
     assert estimate_fit_memory(n_foci=0, n_grid=n_grid, n_mask=grid.n_voxels).per_job >= workspace_bytes
     bigger = estimate_fit_memory(n_foci=1000, n_grid=n_grid, n_mask=grid.n_voxels, n_blocks=n_blocks,
-                                 n_tiles=n_tiles)
+                                 n_tiles=n_tiles, n_slabs=n_slabs)
     # one batch of relocated foci, their voxel indices, and their tile bins (int32, 5^3 tiles for 31^3 kernels)
     assert bigger.per_job - est.per_job == 1000 * (2 * 32 * 8 + 24 + 4 * 125)
 

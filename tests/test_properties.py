@@ -394,6 +394,17 @@ def test_engine_matches_reference_small_grid():
     assert np.all(by_cut[0.9][6] == 0)
 
 
+def test_engine_matches_reference_several_slabs():
+    """A grid longer along z than two whole-grid tiles (``cpu.SLAB``) and not a multiple of
+    their edges: foci whose kernel boxes straddle slab borders on every axis."""
+    assert 205 > 2 * cpu.SLAB[2]
+    grid = ellipsoid_grid((15, 19, 205), (8, 10, 103))
+    n_subjects = np.array([8, 20, 12, 60, 15])
+    counts = np.array([1, 9, 4, 14, 2])
+    seen = _compare_engine_with_reference(grid.mask, n_subjects, counts, (0.004, 0.02), 8, seed=11)
+    assert any(max(sizes) > 0 for cut, _, sizes in seen if cut == 0.004)
+
+
 def test_engine_matches_reference_mni():
     """Real MNI152 2 mm mask, a few iterations."""
     mask = load_mni152_2mm().mask

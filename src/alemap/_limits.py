@@ -64,10 +64,20 @@ BATCH = 32
 MASK_VECTORS = 16
 GRID_VOLUMES = 6
 
+#: The engine's two tilings (alemap.inference.cpu.TILE and SLAB; tests/test_limits.py checks they agree).
+TILE = 8
+SLAB = (4, 8, 96)
+
+
 def _tiles_per_focus(kernel_voxels: int) -> int:
-    """Most TILE^3 tiles (alemap.inference.cpu.TILE = 8) one kernel box touches."""
+    """Most tiles of either tiling one kernel box touches (as MonteCarloPlan.max_tiles_per_focus)."""
     width = round(int(kernel_voxels) ** (1 / 3))
-    return ((width + 6) // 8 + 1) ** 3
+    return max(int(np.prod([(width + d - 2) // d + 1 for d in dims])) for dims in ((TILE,) * 3, SLAB))
+
+
+def _n_tiles(shape, dims) -> int:
+    """Tiles of edges ``dims`` covering a grid of ``shape``."""
+    return int(np.prod(-(-np.asarray(shape) // np.asarray(dims))))
 
 
 _UNITS = {"": 1, "b": 1, "k": 2**10, "m": 2**20, "g": 2**30, "t": 2**40}
@@ -157,6 +167,7 @@ def estimate_fit_memory(
     n_experiments: int = 0,
     n_blocks: int | None = None,
     n_tiles: int | None = None,
+    n_slabs: int | None = None,
 ) -> MemoryEstimate:
     """Peak memory of one ALE fit.
 
@@ -178,6 +189,8 @@ def estimate_fit_memory(
         Only for the message.
     n_tiles : int, optional
         8^3-voxel tiles covering the grid; default ``n_blocks`` (an upper bound).
+    n_slabs : int, optional
+        ``SLAB``-shaped tiles covering the grid; default ``n_tiles`` (an upper bound).
     n_blocks : int, optional
         2x2x2 blocks covering the grid (``prod((shape + 1) // 2)``); default
         ``n_grid``, an upper bound for any shape.
@@ -186,13 +199,15 @@ def estimate_fit_memory(
         ma_entries = int(n_foci) * min(int(kernel_voxels), int(n_mask))
     n_blocks = int(n_grid if n_blocks is None else n_blocks)
     n_tiles = int(n_blocks if n_tiles is None else n_tiles)
+    n_slabs = int(n_tiles if n_slabs is None else n_slabs)
     per_job = (
         WORKSPACE_BYTES_PER_VOXEL * n_grid
         + WORKSPACE_BYTES_PER_BLOCK * n_blocks
-        + 8 * (n_tiles + 1) + 2 * 8 * 8**3  # tile pointers and the two tile buffers
+        + 8 * (n_tiles + 1) + 8 * (n_slabs + 1)  # bin pointers of both tilings
+        + 2 * 8 * int(np.prod(SLAB))  # the two tile buffers
         + 2 * BATCH * n_foci * 8  # relocated foci of one batch, and the generator's temporary
         + 3 * 8 * n_foci  # voxel indices of one iteration
-        + 4 * n_foci * _tiles_per_focus(kernel_voxels)  # tile bins of the whole-grid path
+        + 4 * n_foci * _tiles_per_focus(kernel_voxels)  # the focus bins (shared by both tilings)
     )
     maps = MASK_VECTORS * 8 * n_mask + GRID_VOLUMES * 8 * n_grid + 300 * n_foci
     return MemoryEstimate(
@@ -217,10 +232,10 @@ def estimate_experiments_memory(experiments, grid) -> MemoryEstimate:
     entries = int(np.minimum(per_exp, grid.n_voxels).sum())
     n_grid = int(np.prod(grid.shape))
     n_blocks = int(np.prod((np.asarray(grid.shape) + 1) // 2))
-    n_tiles = int(np.prod(-(-np.asarray(grid.shape) // 8)))
     return estimate_fit_memory(
         experiments.n_foci, n_grid, grid.n_voxels, ma_entries=entries, n_experiments=experiments.n_experiments,
-        n_blocks=n_blocks, n_tiles=n_tiles, kernel_voxels=max(kvox.values()),
+        n_blocks=n_blocks, n_tiles=_n_tiles(grid.shape, (TILE,) * 3), n_slabs=_n_tiles(grid.shape, SLAB),
+        kernel_voxels=max(kvox.values()),
     )
 
 

@@ -22,9 +22,11 @@ How an iteration is computed:
    exceeds the threshold the iteration is recomputed on the whole grid, so the
    maximum ALE is always exact.
 3. Whole-grid path (``_tiled``, when more than ``MAX_CANDIDATE_SHARE`` of the
-   blocks are candidates): the same binning, each tile accumulated in a
-   cache-resident buffer, experiment by experiment (an experiment with several
-   foci in the tile is combined by minimum in a second tile buffer).
+   blocks are candidates): foci binned into ``SLAB``-shaped tiles (narrow
+   across, long along the grid's fastest axis, so the innermost loops run over
+   whole kernel rows), each accumulated in a cache-resident buffer,
+   experiment by experiment (an experiment with several foci in the tile is
+   combined by minimum in a second buffer, then added box by box).
 4. The supra-threshold voxels are labelled by flood fill with 6-, 18- or
    26-connectivity; cluster size is the voxel count and cluster mass the sum of
    ``ALE - threshold``.
@@ -46,8 +48,13 @@ __all__ = ["Workspace", "run_batch", "neighbour_offsets"]
 MAX_CANDIDATE_SHARE = 0.10
 #: Iterations to skip pruning after it did not pay (results are identical either way).
 PRUNE_BACKOFF = 15
-#: Edge of the cache-sized tiles of the whole-grid path (voxels).
+#: Edge of the tiles the pruned path bins foci into (voxels); a 2x2x2 block lies in one tile.
 TILE = 8
+#: Tiles of the whole-grid path (voxels along x, y, z): whole kernel rows along z fit in one
+#: (17 voxels for 20 subjects on the 2 mm grid), and the two float64 buffers (48 KiB) stay in
+#: L1/L2. Measured against 8^3 tiles (Neurosynth tables, one thread, same bits): 1,000 tables
+#: ~30 % less time, 100-300 tables 30-40 % (docs/dev-notes/session-4.md).
+SLAB = (4, 8, 96)
 
 
 def neighbour_offsets(connectivity: int) -> np.ndarray:
@@ -73,19 +80,23 @@ class Workspace:
         self.stack = np.empty(n_grid, dtype=np.int64)
         self.bound = np.zeros(n_blocks, dtype=np.float32)
         self.cand_list = np.empty(n_blocks, dtype=np.int64)
-        self.tile_acc = np.zeros(TILE**3)
-        self.tile_comb = np.zeros(TILE**3)
+        self.tile_acc = np.zeros(SLAB[0] * SLAB[1] * SLAB[2])
+        self.tile_comb = np.zeros(SLAB[0] * SLAB[1] * SLAB[2])
         self.tile_ptr = np.zeros(1, dtype=np.int64)
+        self.slab_ptr = np.zeros(1, dtype=np.int64)
         self.tile_list = np.empty(0, dtype=np.int32)
 
     def tiles_for(self, plan):
-        """Tile bins sized for ``plan`` (allocated on first use)."""
+        """Bin pointers of both tilings (``TILE``^3, ``SLAB``) and the shared bin list, sized
+        for ``plan`` (allocated on first use)."""
         if self.tile_ptr.shape[0] != plan.n_tiles + 1:
             self.tile_ptr = np.zeros(plan.n_tiles + 1, dtype=np.int64)
+        if self.slab_ptr.shape[0] != plan.n_slabs + 1:
+            self.slab_ptr = np.zeros(plan.n_slabs + 1, dtype=np.int64)
         need = plan.n_foci * plan.max_tiles_per_focus
         if self.tile_list.shape[0] < need:
             self.tile_list = np.empty(need, dtype=np.int32)
-        return self.tile_ptr, self.tile_list
+        return self.tile_ptr, self.slab_ptr, self.tile_list
 
 
 @numba.njit(cache=True, nogil=True, inline="always")
@@ -248,24 +259,24 @@ def _keep_if_supra(v, x, log_cut, cut_ale, supra, n_supra, label, values):
 
 
 @numba.njit(cache=True, nogil=True, inline="always")
-def _tile_range(ijk, f, r, shape, tshape):
-    """Tiles (inclusive ranges per axis) that focus f's kernel box touches."""
-    i0 = max(0, ijk[f, 0] - r) // TILE
-    i1 = min(shape[0] - 1, ijk[f, 0] + r) // TILE
-    j0 = max(0, ijk[f, 1] - r) // TILE
-    j1 = min(shape[1] - 1, ijk[f, 1] + r) // TILE
-    k0 = max(0, ijk[f, 2] - r) // TILE
-    k1 = min(shape[2] - 1, ijk[f, 2] + r) // TILE
+def _tile_range(ijk, f, r, shape, dims):
+    """Tiles of edges ``dims`` (inclusive ranges per axis) that focus f's kernel box touches."""
+    i0 = max(0, ijk[f, 0] - r) // dims[0]
+    i1 = min(shape[0] - 1, ijk[f, 0] + r) // dims[0]
+    j0 = max(0, ijk[f, 1] - r) // dims[1]
+    j1 = min(shape[1] - 1, ijk[f, 1] + r) // dims[1]
+    k0 = max(0, ijk[f, 2] - r) // dims[2]
+    k1 = min(shape[2] - 1, ijk[f, 2] + r) // dims[2]
     return i0, i1, j0, j1, k0, k1
 
 
 @numba.njit(cache=True, nogil=True)
-def _bin_pass(ijk, cube_of_focus, width, shape, tshape, tile_in_mask, ptr, lst, fill):
+def _bin_pass(ijk, cube_of_focus, width, shape, dims, tshape, tile_in_mask, ptr, lst, fill):
     """Visit every (in-mask tile, focus) pair: count it into ``ptr[t + 1]``
     or (``fill``) append the focus to tile t's bin at ``ptr[t]``."""
     TY, TZ = tshape[1], tshape[2]
     for f in range(ijk.shape[0]):
-        i0, i1, j0, j1, k0, k1 = _tile_range(ijk, f, width[cube_of_focus[f]] // 2, shape, tshape)
+        i0, i1, j0, j1, k0, k1 = _tile_range(ijk, f, width[cube_of_focus[f]] // 2, shape, dims)
         for A in range(i0, i1 + 1):
             for B in range(j0, j1 + 1):
                 for C in range(k0, k1 + 1):
@@ -279,15 +290,16 @@ def _bin_pass(ijk, cube_of_focus, width, shape, tshape, tile_in_mask, ptr, lst, 
 
 
 @numba.njit(cache=True, nogil=True)
-def _bin_foci(ijk, cube_of_focus, width, shape, tshape, tile_in_mask, ptr, lst):
-    """Counting sort of (tile, focus) pairs; foci stay in order within a tile.
+def _bin_foci(ijk, cube_of_focus, width, shape, dims, tshape, tile_in_mask, ptr, lst):
+    """Counting sort of (tile, focus) pairs for tiles of edges ``dims`` (grid of ``tshape``
+    tiles); foci stay in order within a tile.
 
     On return tile t's foci are ``lst[ptr[t - 1]:ptr[t]]`` (from 0 for t = 0)."""
     ptr[:] = 0
-    _bin_pass(ijk, cube_of_focus, width, shape, tshape, tile_in_mask, ptr, lst, False)
+    _bin_pass(ijk, cube_of_focus, width, shape, dims, tshape, tile_in_mask, ptr, lst, False)
     for t in range(ptr.shape[0] - 1):
         ptr[t + 1] += ptr[t]
-    _bin_pass(ijk, cube_of_focus, width, shape, tshape, tile_in_mask, ptr, lst, True)
+    _bin_pass(ijk, cube_of_focus, width, shape, dims, tshape, tile_in_mask, ptr, lst, True)
 
 
 @numba.njit(cache=True, nogil=True, inline="always")
@@ -328,7 +340,7 @@ def _exact_blocks(ijk, exp_of_focus, cube_of_focus, log1m_k, start, width, shape
     nx, ny, nz = shape[0], shape[1], shape[2]
     BY, BZ = bshape[1], bshape[2]
     TY, TZ = tshape[1], tshape[2]
-    _bin_foci(ijk, cube_of_focus, width, shape, tshape, tile_in_mask, ptr, lst)
+    _bin_foci(ijk, cube_of_focus, width, shape, (TILE, TILE, TILE), tshape, tile_in_mask, ptr, lst)
     best = 0.0
     n_supra = 0
     for t in range(n_cand):
@@ -377,16 +389,33 @@ def _exact_blocks(ijk, exp_of_focus, cube_of_focus, log1m_k, start, width, shape
     return best, n_supra
 
 
-@numba.njit(cache=True, nogil=True)
-def _tiled(ijk, exp_of_focus, cube_of_focus, log1m_k, start, width, shape, tshape, tile_in_mask,
-           mask_grid, log_cut, cut_ale, supra, label, values, ptr, lst, acc, comb):
-    """Whole-grid iteration, tile by tile: exact max and supra voxels.
+@numba.njit(cache=True, nogil=True, inline="always")
+def _flush_rows(acc, comb, la, ha, lb, hb, lc, hc, a0, b0, c0):
+    """acc += comb, comb = 0 on the box ``[la, ha) x [lb, hb) x [lc, hc)`` of the slab at (a0, b0, c0)."""
+    SY, SZ = SLAB[1], SLAB[2]
+    n_c = np.uint64(max(0, hc - lc))
+    for a in range(la, ha):
+        for b in range(lb, hb):
+            tb = np.uint64(((a - a0) * SY + (b - b0)) * SZ - c0 + lc)
+            for c in range(n_c):
+                acc[tb + c] += comb[tb + c]
+                comb[tb + c] = 0.0
 
-    Returns (min log1m over the mask, n_supra); supra voxels get
-    ``label = -1`` and ``values = ALE - threshold`` as in the pruned path."""
+
+@numba.njit(cache=True, nogil=True)
+def _tiled(ijk, exp_of_focus, cube_of_focus, log1m_k, start, width, shape, sshape, slab_in_mask,
+           mask_grid, log_cut, cut_ale, supra, label, values, ptr, lst, acc, comb):
+    """Whole-grid iteration, slab by slab (``SLAB``-shaped tiles): exact max and supra voxels.
+
+    An experiment with several foci in the slab is combined by minimum in
+    ``comb`` and then added box by box (a box overlapping one already added
+    adds zeros), as in the plain accumulation: the same bits. Returns (min
+    log1m over the mask, n_supra); supra voxels get ``label = -1`` and
+    ``values = ALE - threshold`` as in the pruned path."""
     nx, ny, nz = shape[0], shape[1], shape[2]
-    TY, TZ = tshape[1], tshape[2]
-    _bin_foci(ijk, cube_of_focus, width, shape, tshape, tile_in_mask, ptr, lst)
+    SX, SY, SZ = SLAB
+    TY, TZ = sshape[1], sshape[2]
+    _bin_foci(ijk, cube_of_focus, width, shape, SLAB, sshape, slab_in_mask, ptr, lst)
     best = 0.0
     n_supra = 0
     beg = 0
@@ -394,28 +423,23 @@ def _tiled(ijk, exp_of_focus, cube_of_focus, log1m_k, start, width, shape, tshap
         end = ptr[t]
         if end == beg:
             continue
-        a0 = (t // (TY * TZ)) * TILE
-        b0 = ((t // TZ) % TY) * TILE
-        c0 = (t % TZ) * TILE
-        a1, b1, c1 = min(nx, a0 + TILE), min(ny, b0 + TILE), min(nz, c0 + TILE)
+        a0 = (t // (TY * TZ)) * SX
+        b0 = ((t // TZ) % TY) * SY
+        c0 = (t % TZ) * SZ
+        a1, b1, c1 = min(nx, a0 + SX), min(ny, b0 + SY), min(nz, c0 + SZ)
         acc[:] = 0.0
         p = beg
         while p < end:
             q = _experiment_end(lst, exp_of_focus, p, end)
             several = q - p > 1  # combine this experiment's foci by minimum first
-            ua0, ua1, ub0, ub1, uc0, uc1 = a1, a0, b1, b0, c1, c0
             for u in range(p, q):
                 w, r, s0, ci, cj, ck, la, ha, lb, hb, lc, hc = _clip_focus(
                     ijk, lst[u], cube_of_focus, width, start, a0, a1, b0, b1, c0, c1)
-                if several:
-                    ua0, ua1 = min(ua0, la), max(ua1, ha)
-                    ub0, ub1 = min(ub0, lb), max(ub1, hb)
-                    uc0, uc1 = min(uc0, lc), max(uc1, hc)
                 n_c = np.uint64(max(0, hc - lc))
                 for a in range(la, ha):
                     for b in range(lb, hb):
                         # unsigned indices (no negative-index wrap-around): the loops vectorise
-                        tb = np.uint64(((a - a0) * TILE + (b - b0)) * TILE - c0 + lc)
+                        tb = np.uint64(((a - a0) * SY + (b - b0)) * SZ - c0 + lc)
                         kb = np.uint64(s0 + ((a - ci + r) * w + (b - cj + r)) * w - ck + r + lc)
                         if several:
                             for c in range(n_c):
@@ -426,18 +450,15 @@ def _tiled(ijk, exp_of_focus, cube_of_focus, log1m_k, start, width, shape, tshap
                             for c in range(n_c):
                                 acc[tb + c] += log1m_k[kb + c]
             if several:
-                n_c = np.uint64(max(0, uc1 - uc0))
-                for a in range(ua0, ua1):
-                    for b in range(ub0, ub1):
-                        tb = np.uint64(((a - a0) * TILE + (b - b0)) * TILE - c0 + uc0)
-                        for c in range(n_c):
-                            acc[tb + c] += comb[tb + c]
-                            comb[tb + c] = 0.0
+                for u in range(p, q):
+                    w, r, s0, ci, cj, ck, la, ha, lb, hb, lc, hc = _clip_focus(
+                        ijk, lst[u], cube_of_focus, width, start, a0, a1, b0, b1, c0, c1)
+                    _flush_rows(acc, comb, la, ha, lb, hb, lc, hc, a0, b0, c0)
             p = q
         for a in range(a0, a1):
             for b in range(b0, b1):
                 base = (a * ny + b) * nz
-                tb = ((a - a0) * TILE + (b - b0)) * TILE - c0
+                tb = ((a - a0) * SY + (b - b0)) * SZ - c0
                 for c in range(c0, c1):
                     v = base + c
                     if mask_grid[v]:
@@ -482,8 +503,8 @@ def _pruned(ijk, exp_offsets, cube_of_exp, cube_of_focus, log1m_k, start, width,
 def run_batch_kernel(draws, mask_ijk, mask_flat, mask_grid, exp_offsets, cube_of_exp, cube_of_focus,
                      log1m_k, start, width, shape, blog, bstart, bwidth, dlo, bshape, block_in_mask,
                      log_cut, cut_ale, nbr, prune, combine, label, supra, stack, bound,
-                     cand_list, exp_of_focus, tshape, tile_in_mask, tile_ptr, tile_list, tile_acc,
-                     tile_comb, bound_cut, out_ale, out_size, out_mass):
+                     cand_list, exp_of_focus, tshape, tile_in_mask, sshape, slab_in_mask, tile_ptr, slab_ptr,
+                     tile_list, tile_acc, tile_comb, bound_cut, out_ale, out_size, out_mass):
     """Run ``draws.shape[0]`` iterations; ``draws[t]`` holds in-mask voxel
     numbers for every focus (in experiment order)."""
     n_foci = draws.shape[1]
@@ -507,9 +528,9 @@ def run_batch_kernel(draws, mask_ijk, mask_flat, mask_grid, exp_offsets, cube_of
         elif skip_prune > 0:
             skip_prune -= 1
         if n_supra < 0:
-            best, n_supra = _tiled(ijk, exp_of_focus, cube_of_focus, log1m_k, start, width, shape, tshape,
-                                   tile_in_mask, mask_grid, log_cut, cut_ale, supra, label, combine,
-                                   tile_ptr, tile_list, tile_acc, tile_comb)
+            best, n_supra = _tiled(ijk, exp_of_focus, cube_of_focus, log1m_k, start, width, shape, sshape,
+                                   slab_in_mask, mask_grid, log_cut, cut_ale, supra, label, combine,
+                                   slab_ptr, tile_list, tile_acc, tile_comb)
         size, mass = _clusters(supra, n_supra, combine, label, stack, shape, nbr)
         for q in range(n_supra):
             combine[supra[q]] = 0.0
@@ -525,6 +546,6 @@ def run_batch(draws, plan, ws: Workspace, out_ale, out_size, out_mass, prune: bo
         plan.cube_of_focus, plan.log1m_k, plan.start, plan.width, plan.shape, plan.blog,
         plan.bstart, plan.bwidth, plan.dlo, plan.bshape, plan.block_in_mask, plan.log_cut,
         plan.cut_ale, plan.nbr, prune, ws.combine, ws.label, ws.supra, ws.stack,
-        ws.bound, ws.cand_list, plan.exp_of_focus, plan.tshape, plan.tile_in_mask, *ws.tiles_for(plan),
-        ws.tile_acc, ws.tile_comb, plan.bound_cut, out_ale, out_size, out_mass,
+        ws.bound, ws.cand_list, plan.exp_of_focus, plan.tshape, plan.tile_in_mask, plan.sshape,
+        plan.slab_in_mask, *ws.tiles_for(plan), ws.tile_acc, ws.tile_comb, plan.bound_cut, out_ale, out_size, out_mass,
     )

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from alemap.inference.cpu import TILE, neighbour_offsets
+from alemap.inference.cpu import SLAB, TILE, neighbour_offsets
 from alemap.kernels.gaussian import KernelCubes, block_bounds
 
 __all__ = ["MonteCarloPlan", "make_plan"]
@@ -45,6 +45,8 @@ class MonteCarloPlan:
     exp_of_focus: np.ndarray
     tshape: np.ndarray
     tile_in_mask: np.ndarray
+    sshape: np.ndarray
+    slab_in_mask: np.ndarray
     bound_cut: float
 
     @property
@@ -64,14 +66,18 @@ class MonteCarloPlan:
 
     @property
     def n_tiles(self) -> int:
-        """Tiles of TILE^3 voxels covering the grid (whole-grid path)."""
+        """Tiles of TILE^3 voxels covering the grid (pruned path)."""
         return int(np.prod(self.tshape))
 
     @property
+    def n_slabs(self) -> int:
+        """Tiles of SLAB voxels covering the grid (whole-grid path)."""
+        return int(np.prod(self.sshape))
+
+    @property
     def max_tiles_per_focus(self) -> int:
-        """Most tiles one focus's kernel box can touch."""
-        per_axis = (int(self.width.max()) + TILE - 2) // TILE + 1
-        return per_axis**3
+        """Most tiles of either tiling one focus's kernel box can touch."""
+        return tiles_per_focus(int(self.width.max()))
 
     @property
     def n_grid(self) -> int:
@@ -97,10 +103,8 @@ def make_plan(
     padded = np.zeros(tuple(2 * bshape), dtype=bool)
     padded[: mask.shape[0], : mask.shape[1], : mask.shape[2]] = mask
     block_in_mask = padded.reshape(bshape[0], 2, bshape[1], 2, bshape[2], 2).any(axis=(1, 3, 5))
-    tshape = -(-np.asarray(mask.shape) // TILE)
-    tpad = np.zeros(tuple(TILE * tshape), dtype=bool)
-    tpad[: mask.shape[0], : mask.shape[1], : mask.shape[2]] = mask
-    tile_in_mask = tpad.reshape(tshape[0], TILE, tshape[1], TILE, tshape[2], TILE).any(axis=(1, 3, 5))
+    tshape, tile_in_mask = _tiling(mask, (TILE, TILE, TILE))
+    sshape, slab_in_mask = _tiling(mask, SLAB)
     cube_of_exp = np.asarray(cube_of_exp, dtype=np.int64)
     mask_ijk = np.column_stack(np.unravel_index(mask_flat, mask.shape)).astype(np.int64)
     return MonteCarloPlan(
@@ -124,10 +128,29 @@ def make_plan(
         bshape=bshape.astype(np.int64),
         block_in_mask=block_in_mask.ravel().astype(np.uint8),
         exp_of_focus=np.repeat(np.arange(len(exp_offsets) - 1), np.diff(exp_offsets)).astype(np.int64),
-        tshape=tshape.astype(np.int64),
-        tile_in_mask=tile_in_mask.ravel().astype(np.uint8),
+        tshape=tshape,
+        tile_in_mask=tile_in_mask,
+        sshape=sshape,
+        slab_in_mask=slab_in_mask,
         bound_cut=_bound_cut(float(np.log1p(-cut_ale)), int(exp_offsets[-1])),
     )
+
+
+def tiles_per_focus(width: int) -> int:
+    """Most tiles of either tiling (``TILE``^3, ``SLAB``) a kernel box of edge ``width`` touches."""
+    def most(dims):
+        return int(np.prod([(width + d - 2) // d + 1 for d in dims]))
+    return max(most((TILE, TILE, TILE)), most(SLAB))
+
+
+def _tiling(mask: np.ndarray, dims) -> tuple[np.ndarray, np.ndarray]:
+    """Tiles of edges ``dims`` over the grid: their grid shape (int64) and whether each holds a mask voxel (uint8)."""
+    dims = np.asarray(dims)
+    tshape = -(-np.asarray(mask.shape) // dims)
+    pad = np.zeros(tuple(dims * tshape), dtype=bool)
+    pad[: mask.shape[0], : mask.shape[1], : mask.shape[2]] = mask
+    inside = pad.reshape(tshape[0], dims[0], tshape[1], dims[1], tshape[2], dims[2]).any(axis=(1, 3, 5))
+    return tshape.astype(np.int64), inside.ravel().astype(np.uint8)
 
 
 def _round_down_f32(x: np.ndarray) -> np.ndarray:
