@@ -147,6 +147,26 @@ def test_ma_estimate_bounds_the_real_ma_maps():
     real = ma.cols.nbytes + ma.vals.nbytes
     bound = estimate_experiments_memory(load_experiments(FINGER), grid).ma_maps
     assert real <= bound <= 3 * real
+    # a plain ALE fit never holds them all: its tables stream them in chunks
+    plain = estimate_experiments_memory(load_experiments(FINGER), grid, full_ma=False)
+    assert plain.ma_maps == 0 and 0 < plain.tables <= limits.TABLE_BYTES_PER_ENTRY * limits.ENTRY_CHUNK + 16 * 902629
+    assert plain.total(1) <= estimate_experiments_memory(load_experiments(FINGER), grid).total(1)
+    # 1,000 Neurosynth tables (18,649 foci, 17^3 kernels): ~0.8 GiB of MA maps not counted for a plain fit
+    big = dict(n_foci=18649, n_grid=902629, n_mask=grid.n_voxels, ma_entries=18649 * 17**3, kernel_voxels=17**3)
+    full, fit = estimate_fit_memory(**big), estimate_fit_memory(**big, full_ma=False, report=True)
+    assert full.ma_maps > 2**30 * 0.75 and fit.ma_maps == 0 and fit.total(2) < 2**30 <= full.total(2)
+
+
+def test_limits_mirror_the_table_chunks():
+    from alemap.reporting import robustness
+
+    assert limits.ENTRY_CHUNK == robustness.ENTRY_CHUNK
+
+
+def test_report_is_counted_after_the_monte_carlo():
+    est = MemoryEstimate(base=0, ma_maps=0, maps=0, per_job=10, report=35, tables=25)
+    assert est.total(1) == 35 and est.total(3) == 35 and est.total(4) == 40
+    assert "tables 25 bytes, report 35 bytes" in est.describe(1)
 
 
 @pytest.mark.slow
@@ -159,7 +179,7 @@ def test_estimate_bounds_the_real_peak_of_a_fit(tmp_path):
         f"e = load_experiments({str(FINGER)!r}); "
         "r = ALE(iterations=32, jobs=2, quiet=True).fit(e); r.save(sys.argv[1]); "
         "hwm = [int(l.split()[1]) * 1024 for l in open('/proc/self/status') if l.startswith('VmHWM')][0]; "
-        "print(hwm, estimate_experiments_memory(e, load_mni152_2mm()).total(2))"
+        "print(hwm, estimate_experiments_memory(e, load_mni152_2mm(), full_ma=False).total(2))"
     )
     for attempt in ("warm-up", "measured"):  # the first run may compile the engine (numba cache)
         done = subprocess.run([sys.executable, "-W", "ignore", "-c", code, str(tmp_path / attempt)],
@@ -178,7 +198,7 @@ def test_jobs_within():
     assert jobs_within(est, 150, 8) == 1
     with pytest.raises(ResourceLimitError) as info:
         jobs_within(est, 149, 8)
-    assert str(info.value).startswith("this analysis needs about 150 bytes with 1 job(s):")
+    assert str(info.value).startswith("this analysis needs about 150 bytes with 1 job(s) (0 experiments, 0 foci):")
     assert "more than the limit of 149 bytes. Nothing was computed." in str(info.value)
 
 
@@ -193,7 +213,7 @@ def test_max_memory_too_small_stops_before_computing(foci, tmp_path, capsys, no_
     assert main(["ale", str(foci), "-o", str(out), "--max-memory", "100M", "--quiet"]) == 2
     msg = error_line(capsys)
     assert msg.startswith("alemap: error: this analysis needs about ")
-    assert "with 1 job(s): MA maps " in msg and "(2 experiments, 2 foci)" in msg
+    assert "with 1 job(s) (2 experiments, 2 foci): maps " in msg and "report " in msg
     assert msg.endswith("that is more than --max-memory 100.0 MiB. Nothing was computed. Raise --max-memory if "
                         "the machine has the memory, or split the analysis into smaller ones (fewer experiments), "
                         "or use a smaller mask.")
@@ -202,7 +222,7 @@ def test_max_memory_too_small_stops_before_computing(foci, tmp_path, capsys, no_
 
 def test_max_memory_lowers_the_jobs(foci, tmp_path, capsys, monkeypatch):
     fake = MemoryEstimate(base=0, ma_maps=0, maps=0, per_job=100 * MiB, n_experiments=2, n_foci=2)
-    monkeypatch.setattr(limits, "estimate_experiments_memory", lambda e, g: fake)
+    monkeypatch.setattr(limits, "estimate_experiments_memory", lambda e, g, **kw: fake)
     out = tmp_path / "out"
     assert main(["ale", str(foci), "-o", str(out), "--max-memory", "250M", "--jobs", "4", "--iterations", "32",
                  "--no-report"]) == 0

@@ -8,10 +8,18 @@ their kernel sizes), the grid and the number of threads:
     engine and the mask (measured: 0.2 GiB, and 0.3 GiB on a first run, when
     numba compiles the engine; counted as 0.375 GiB).
 ``MA maps``
-    the sparse modelled-activation maps, 16 bytes (voxel index + value) per
-    in-mask kernel voxel of every focus, an upper bound (overlapping kernels of
-    one experiment share voxels); while they are built, their growing buffers
-    hold up to twice that (measured: 1.5 times).
+    only for analyses that hold every experiment's sparse modelled-activation
+    map at once (contrasts, C-SALE, subsampling stability; ``full_ma=True``):
+    12 bytes (int32 voxel index + float64 value) per in-mask kernel voxel of
+    every focus, an upper bound (overlapping kernels of one experiment share
+    voxels). A plain ALE fit never holds them: the ALE map and the MA
+    histograms come from one pass (:mod:`alemap.statistics.onepass`), and the
+    contribution and robustness tables stream them ``ENTRY_CHUNK`` entries at a
+    time (:mod:`alemap.reporting.robustness`).
+``tables``
+    that stream: ``TABLE_BYTES_PER_ENTRY`` per streamed entry.
+``report``
+    the HTML report's atlases and plotting libraries (``REPORT_BYTES``).
 ``maps``
     the ALE, p, z and corrected maps and the Monte Carlo plan over the mask,
     plus a few full-grid volumes (cluster labelling, writing NIfTI).
@@ -19,6 +27,9 @@ their kernel sizes), the grid and the number of threads:
     each Monte Carlo thread's work arrays (:class:`alemap.inference.cpu.Workspace`:
     two float64, one int32 and two int64 arrays over the full grid, two small
     block arrays) and one batch of relocated foci.
+
+The Monte Carlo, the tables and the report run one after the other, so the
+peak is ``base + maps`` plus the largest of the three.
 
 ``alemap ale --max-memory 2G`` (and ``alemap run``/``alemap demo``) lowers
 ``--jobs`` until the estimate fits, or stops before any computation with a
@@ -54,6 +65,15 @@ BASE_BYTES = 384 * 2**20
 MA_ENTRY_BYTES = 12
 #: Peak of the MA builder relative to its final size (two passes: allocated exactly once).
 MA_BUILD_FACTOR = 1
+#: Bytes per MA entry while the tables stream the MA maps: the entries (12), their experiment
+#: numbers and cluster labels (int64) and the selection (measured: +156 MB over the fit for
+#: 4 M-entry chunks, 1,000 Neurosynth tables).
+TABLE_BYTES_PER_ENTRY = 40
+#: MA entries per streamed chunk (alemap.reporting.robustness.ENTRY_CHUNK; a test checks they agree).
+ENTRY_CHUNK = 4_000_000
+#: The report's atlases (Juelich, Harvard-Oxford, AAL resampled to the grid) and plotting
+#: libraries (measured: +330 MB over a finished fit on the 2 mm grid, Linux x86-64; rounded up).
+REPORT_BYTES = 384 * 2**20
 #: Per-thread work arrays per full-grid voxel: float64 + int32 + 2 int64 (cpu.Workspace).
 WORKSPACE_BYTES_PER_VOXEL = 8 + 4 + 8 + 8
 #: Per-thread block arrays per 2x2x2 block: float32 bound + int64 candidate list.
@@ -135,24 +155,29 @@ class MemoryEstimate:
     per_job: int
     n_experiments: int = 0
     n_foci: int = 0
+    tables: int = 0
+    report: int = 0
 
     def total(self, jobs: int = 1) -> int:
         """Peak bytes with ``jobs`` Monte Carlo threads.
 
-        The MA maps are built (up to ``MA_BUILD_FACTOR`` times their size)
-        before the threads start, and kept while they run.
+        Full MA maps (analyses that need them) are built (up to
+        ``MA_BUILD_FACTOR`` times their size) before the threads start and
+        kept while they run; the tables and the report come after the threads.
         """
         building = MA_BUILD_FACTOR * self.ma_maps
         running = self.ma_maps + max(1, int(jobs)) * self.per_job
-        return self.base + self.maps + max(building, running)
+        return self.base + self.maps + max(building, running, self.tables, self.report)
 
     def describe(self, jobs: int = 1) -> str:
         """One line: the total and its parts."""
+        parts = [f"MA maps {format_size(self.ma_maps)}"] if self.ma_maps else []
+        parts += [f"maps {format_size(self.maps)}", f"Monte Carlo work arrays {format_size(self.per_job)} per job"]
+        parts += [f"tables {format_size(self.tables)}"] if self.tables else []
+        parts += [f"report {format_size(self.report)}"] if self.report else []
         return (
-            f"about {format_size(self.total(jobs))} with {jobs} job(s): MA maps {format_size(self.ma_maps)} "
-            f"({self.n_experiments:,} experiments, {self.n_foci:,} foci), "
-            f"maps {format_size(self.maps)}, Monte Carlo work arrays {format_size(self.per_job)} per job, "
-            f"libraries {format_size(self.base)}"
+            f"about {format_size(self.total(jobs))} with {jobs} job(s) ({self.n_experiments:,} experiments, "
+            f"{self.n_foci:,} foci): " + ", ".join(parts + [f"libraries {format_size(self.base)}"])
         )
 
 
@@ -168,6 +193,8 @@ def estimate_fit_memory(
     n_blocks: int | None = None,
     n_tiles: int | None = None,
     n_slabs: int | None = None,
+    full_ma: bool = True,
+    report: bool = False,
 ) -> MemoryEstimate:
     """Peak memory of one ALE fit.
 
@@ -191,6 +218,11 @@ def estimate_fit_memory(
         8^3-voxel tiles covering the grid; default ``n_blocks`` (an upper bound).
     n_slabs : int, optional
         ``SLAB``-shaped tiles covering the grid; default ``n_tiles`` (an upper bound).
+    full_ma : bool
+        Count the whole MA maps (analyses that hold them); False for a plain
+        ALE fit, whose tables stream them instead.
+    report : bool
+        Count the HTML report.
     n_blocks : int, optional
         2x2x2 blocks covering the grid (``prod((shape + 1) // 2)``); default
         ``n_grid``, an upper bound for any shape.
@@ -210,14 +242,21 @@ def estimate_fit_memory(
         + 4 * n_foci * _tiles_per_focus(kernel_voxels)  # the focus bins (shared by both tilings)
     )
     maps = MASK_VECTORS * 8 * n_mask + GRID_VOLUMES * 8 * n_grid + 300 * n_foci
+    # one streamed chunk (at least one experiment's foci) and the MA builder's two full-grid scratch arrays
+    chunk = min(int(ma_entries), max(ENTRY_CHUNK, min(int(kernel_voxels), int(n_mask))))
     return MemoryEstimate(
-        base=BASE_BYTES, ma_maps=MA_ENTRY_BYTES * int(ma_entries), maps=int(maps), per_job=int(per_job),
-        n_experiments=int(n_experiments), n_foci=int(n_foci),
+        base=BASE_BYTES, ma_maps=MA_ENTRY_BYTES * int(ma_entries) if full_ma else 0, maps=int(maps),
+        per_job=int(per_job), n_experiments=int(n_experiments), n_foci=int(n_foci),
+        tables=TABLE_BYTES_PER_ENTRY * chunk + 16 * n_grid, report=REPORT_BYTES if report else 0,
     )
 
 
-def estimate_experiments_memory(experiments, grid) -> MemoryEstimate:
+def estimate_experiments_memory(experiments, grid, *, full_ma: bool = True, report: bool = False) -> MemoryEstimate:
     """:func:`estimate_fit_memory` for an :class:`~alemap.data.ExperimentSet` on a grid.
+
+    ``full_ma``: count the whole MA maps (True, the bound for any analysis:
+    contrasts, C-SALE and stability hold them; False for a plain ALE fit);
+    ``report``: count the HTML report.
 
     Each experiment contributes at most ``min(foci x kernel voxels, mask voxels)``
     MA entries, its kernel size following from its sample size.
@@ -235,7 +274,7 @@ def estimate_experiments_memory(experiments, grid) -> MemoryEstimate:
     return estimate_fit_memory(
         experiments.n_foci, n_grid, grid.n_voxels, ma_entries=entries, n_experiments=experiments.n_experiments,
         n_blocks=n_blocks, n_tiles=_n_tiles(grid.shape, (TILE,) * 3), n_slabs=_n_tiles(grid.shape, SLAB),
-        kernel_voxels=max(kvox.values()),
+        kernel_voxels=max(kvox.values()), full_ma=full_ma, report=report,
     )
 
 
@@ -366,11 +405,12 @@ def check_writable(outdir: str | Path) -> None:
 
 # ------------------------------------------------------------------ the check before a run
 def preflight(experiments, grid, *, jobs: int, iterations: int, outdir, max_memory: int | None,
-              report: bool = True, n_analyses: int = 1, quiet: bool = False) -> int:
+              report: bool = True, n_analyses: int = 1, quiet: bool = False, full_ma: bool = True) -> int:
     """Check disk and memory before a run; return the number of jobs to use.
 
     ``max_memory=None`` caps memory at :func:`available_memory` (when known).
-    A note goes to stderr when ``jobs`` is lowered.
+    ``full_ma=False`` for runs that never hold every MA map at once (``alemap
+    ale``). A note goes to stderr when ``jobs`` is lowered.
     """
     check_writable(outdir)
     if not isinstance(jobs, int) or jobs < 1:
@@ -378,7 +418,7 @@ def preflight(experiments, grid, *, jobs: int, iterations: int, outdir, max_memo
     n_grid = int(np.prod(grid.shape))
     check_disk(outdir, n_analyses * estimate_output_bytes(n_grid, iterations, experiments.n_experiments,
                                                           experiments.n_foci, report=report))
-    estimate = estimate_experiments_memory(experiments, grid)
+    estimate = estimate_experiments_memory(experiments, grid, full_ma=full_ma, report=report)
     if max_memory is not None:
         limit, what = int(max_memory), f"--max-memory {format_size(max_memory)}"
     else:

@@ -89,11 +89,10 @@ class ALEResult:
             seed=np.int64(self.provenance["parameters"]["seed"]),
         )
         if self.null_maxima.n_iterations:
-            from alemap.reporting.robustness import cluster_robustness, contributions
+            from alemap.reporting.robustness import robustness_tables
 
-            contrib = contributions(self)
+            contrib, robust = robustness_tables(self)
             write_text(outdir / "contributions.tsv", contrib.to_csv(sep="\t", index=False, float_format="%.6g"))
-            robust = cluster_robustness(self, contrib)
             write_text(outdir / "robustness.tsv", robust.to_csv(sep="\t", index=False, float_format="%.6g"))
         write_json(outdir / "provenance.json", self.provenance)  # last: marks the folder complete
         return outdir

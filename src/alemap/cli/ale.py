@@ -126,7 +126,7 @@ def run_analysis(inputs, args) -> int:
     estimator = estimator_from_args(args)
     estimator.jobs = preflight(
         experiments, estimator._grid(), jobs=estimator.jobs, iterations=args.iterations, outdir=out,
-        max_memory=getattr(args, "max_memory", None), report=not args.no_report, quiet=args.quiet,
+        max_memory=getattr(args, "max_memory", None), report=not args.no_report, quiet=args.quiet, full_ma=False,
     )
     result = estimator.fit(inputs, checkpoint=ckpt)
     for marker in INCOMPLETE_MARKERS:

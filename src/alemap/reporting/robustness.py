@@ -3,7 +3,8 @@
 Diagnostics for the significant clusters of a fitted :class:`~alemap.result.ALEResult`
 (spec section 5). Except for :func:`fail_safe_n`, everything here is computed
 from the fitted result alone: the MA maps are rebuilt from the placed foci
-(:func:`alemap.statistics.ale.ma_maps`) and no Monte Carlo null is re-run.
+(:func:`alemap.statistics.ale.ma_maps`), ``ENTRY_CHUNK`` entries at a time,
+keeping only the entries inside clusters, and no Monte Carlo null is re-run.
 
 Leave-one-out ALE without refitting
 -----------------------------------
@@ -55,12 +56,17 @@ __all__ = [
     "leave_one_out_ale",
     "noise_experiments",
     "result_ma_maps",
+    "robustness_tables",
 ]
 
 CONTRIBUTION_COLUMNS = [
     "cluster", "experiment", "study", "n_subjects", "n_foci", "foci_in_cluster",
     "ma_sum", "ma_mean_pct", "contribution_pct", "jackknife", "jale_contribution_pct", "max_drop_pct",
 ]
+
+#: MA entries (of ``ma_maps``, 12 bytes each) built at a time when the tables collect
+#: the entries inside clusters: the whole MA maps of 1,000 experiments would take ~0.7 GB.
+ENTRY_CHUNK = 4_000_000
 
 ROBUSTNESS_COLUMNS = [
     "cluster", "voxels", "n_experiments", "n_foci", "top_experiment", "top_share_pct",
@@ -92,6 +98,41 @@ def result_ma_maps(result) -> MAMaps:
     exps, grid = result.experiments, result.grid
     cubes = kernel_cubes(exps.n_subjects, float(grid.voxel_size[0]))
     return ma_maps(result.ijk, exps.offsets, cubes.index(exps.n_subjects), cubes, grid.mask)
+
+
+def _cluster_chunks(result, labels: np.ndarray):
+    """The MA entries that fall in a cluster, chunk of experiments by chunk:
+    (experiment, cluster, in-mask voxel, value) arrays, in experiment order.
+
+    The MA maps are built ``ENTRY_CHUNK`` entries at a time; each experiment's
+    map does not depend on the others, so the entries are those of
+    :func:`result_ma_maps`, in the same order."""
+    exps, grid = result.experiments, result.grid
+    cubes = kernel_cubes(exps.n_subjects, float(grid.voxel_size[0]))
+    coe = np.asarray(cubes.index(exps.n_subjects))
+    offsets = np.asarray(exps.offsets, dtype=np.int64)
+    per_focus = max(1, int(np.max(cubes.width)) ** 3)
+    a = 0
+    while a < exps.n_experiments:
+        b = a + 1  # at least one experiment per chunk
+        while b < exps.n_experiments and (offsets[b + 1] - offsets[a]) * per_focus <= ENTRY_CHUNK:
+            b += 1
+        fa, fb = offsets[a], offsets[b]
+        ma = ma_maps(result.ijk[fa:fb], offsets[a : b + 1] - fa, coe[a:b], cubes, grid.mask)
+        lab = labels[ma.cols]
+        sel = (lab > 0) & (ma.vals > 0)
+        exp_of = np.repeat(np.arange(a, b, dtype=np.int64), np.diff(ma.indptr))
+        yield exp_of[sel], lab[sel], ma.cols[sel].astype(np.int64), ma.vals[sel]
+        a = b
+
+
+def _cluster_log_sum(result, labels: np.ndarray) -> np.ndarray:
+    """``L_v = sum_i log(1 - MA_iv)`` at the cluster voxels (0 elsewhere), added voxel by
+    voxel in experiment order as :func:`_log_sum` does (the same bits there)."""
+    log_sum = np.zeros(result.grid.n_voxels)
+    for _, _, v, val in _cluster_chunks(result, labels):
+        np.add.at(log_sum, v, np.log1p(-val))  # unbuffered, in entry order
+    return log_sum
 
 
 def _log_sum(ma: MAMaps) -> np.ndarray:
@@ -229,32 +270,37 @@ def contributions(result) -> pd.DataFrame:
     n_clusters = int(labels.max()) if labels.size else 0
     if n_clusters == 0:
         return pd.DataFrame(columns=CONTRIBUTION_COLUMNS)
-    ma = result_ma_maps(result)
-    return _contributions(result, ma, labels, n_clusters)
+    return _tables(result, labels, n_clusters, leave_one_out=False)[0]
 
 
-def _entries(ma: MAMaps, labels: np.ndarray):
-    """MA entries that fall in a cluster: experiment, cluster, in-mask voxel, value."""
-    exp_of = np.repeat(np.arange(ma.n_experiments), np.diff(ma.indptr))
-    lab = labels[ma.cols]
-    sel = (lab > 0) & (ma.vals > 0)
-    return exp_of[sel], lab[sel], ma.cols[sel], ma.vals[sel]
+def _tables(result, labels: np.ndarray, n_clusters: int, leave_one_out: bool):
+    """(contributions table, leave-one-out per cluster or None) in two streamed passes over
+    the MA maps: ``L`` at the cluster voxels, then the per-experiment sums and leave-one-outs."""
+    log_sum = _cluster_log_sum(result, labels)
+    loo = _LeaveOneOut(result, labels, n_clusters, log_sum) if leave_one_out else None
+    n_exp = result.experiments.n_experiments
+    parts = []
+    for e, c, v, val in _cluster_chunks(result, labels):
+        rest = np.exp(log_sum[v] - np.log1p(-val))  # 1 - ALE_{-i}
+        drop = val * rest / -np.expm1(log_sum[v])  # 1 - ALE_{-i} / ALE, exactly (ALE > 0 inside clusters)
+        keys, inv = np.unique(c * n_exp + e, return_inverse=True)  # chunks hold disjoint experiments
+        max_drop = np.zeros(keys.size)
+        np.maximum.at(max_drop, inv, drop)
+        parts.append((keys, np.bincount(inv, weights=val, minlength=keys.size),
+                      np.bincount(inv, weights=drop, minlength=keys.size), max_drop))
+        if loo is not None:
+            loo.add(e, c, v, val)
+    keys, ma_sum, drop_sum, max_drop = (np.concatenate([q[k] for q in parts]) for k in range(4))
+    order = np.argsort(keys, kind="stable")
+    keys, ma_sum, drop_sum, max_drop = keys[order], ma_sum[order], drop_sum[order], max_drop[order]
+    table = _contribution_table(result, labels, n_clusters, keys, ma_sum, drop_sum, max_drop)
+    return table, (loo.result() if loo is not None else None)
 
 
-def _contributions(result, ma: MAMaps, labels: np.ndarray, n_clusters: int) -> pd.DataFrame:
+def _contribution_table(result, labels, n_clusters, keys, ma_sum, drop_sum, max_drop) -> pd.DataFrame:
+    """The contributions table from per-(cluster, experiment) sums, ``keys = cluster * n_exp + experiment`` ascending."""
     exps = result.experiments
     n_exp = exps.n_experiments
-    log_sum = _log_sum(ma)
-    ale = -np.expm1(log_sum)
-    e, c, v, val = _entries(ma, labels)
-    rest = np.exp(log_sum[v] - np.log1p(-val))  # 1 - ALE_{-i}
-    drop = val * rest / ale[v]  # 1 - ALE_{-i} / ALE, exactly (ALE > 0 inside clusters)
-    key = c * n_exp + e
-    keys, inv = np.unique(key, return_inverse=True)
-    ma_sum = np.bincount(inv, weights=val, minlength=keys.size)
-    drop_sum = np.bincount(inv, weights=drop, minlength=keys.size)
-    max_drop = np.zeros(keys.size)
-    np.maximum.at(max_drop, inv, drop)
     k_cluster, k_exp = keys // n_exp, keys % n_exp
     n_vox = np.bincount(labels, minlength=n_clusters + 1)
     jack = drop_sum / n_vox[k_cluster]
@@ -359,10 +405,23 @@ def cluster_robustness(
     n_clusters = int(labels.max()) if labels.size else 0
     if n_clusters == 0:
         return pd.DataFrame(columns=ROBUSTNESS_COLUMNS)
-    ma = result_ma_maps(result)
-    if contrib is None:
-        contrib = _contributions(result, ma, labels, n_clusters)
-    loo = _leave_one_out_clusters(result, ma, labels, n_clusters)
+    table, loo = _tables(result, labels, n_clusters, leave_one_out=True)
+    return _robustness(table if contrib is None else contrib, loo, labels, n_clusters, one_experiment_pct,
+                       two_experiments_pct)
+
+
+def robustness_tables(result) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """:func:`contributions` and :func:`cluster_robustness` (default cut-offs) of ``result``
+    together, building the MA maps once less (as :meth:`ALEResult.save` writes them)."""
+    labels = _cluster_labels(result)
+    n_clusters = int(labels.max()) if labels.size else 0
+    if n_clusters == 0:
+        return pd.DataFrame(columns=CONTRIBUTION_COLUMNS), pd.DataFrame(columns=ROBUSTNESS_COLUMNS)
+    table, loo = _tables(result, labels, n_clusters, leave_one_out=True)
+    return table, _robustness(table, loo, labels, n_clusters, 50.0, 80.0)
+
+
+def _robustness(contrib, loo, labels, n_clusters, one_experiment_pct, two_experiments_pct) -> pd.DataFrame:
     n_vox = np.bincount(labels, minlength=n_clusters + 1)
     rows = []
     for c in range(1, n_clusters + 1):
@@ -394,59 +453,72 @@ def cluster_robustness(
     return pd.DataFrame(rows, columns=ROBUSTNESS_COLUMNS)
 
 
-def _leave_one_out_clusters(result, ma: MAMaps, labels: np.ndarray, n_clusters: int) -> dict:
-    """Per cluster: (survives every leave-one-out, smallest remnant, experiment leaving it)."""
-    params = _params(result)
-    alpha = float(params.get("alpha", 0.05))
-    connectivity = int(params.get("connectivity", 6))
-    stat = params.get("cluster_stat", "size")
-    null = result.null_maxima.size if stat == "size" else result.null_maxima.mass
-    cut = float(result.thresholds["cluster_forming_ale"])
-    grid = result.grid
-    mask_ijk = grid.mask_ijk
-    log_sum = _log_sum(ma)
-    ale = -np.expm1(log_sum)
-    e_all, c_all, v_all, val_all = _entries(ma, labels)
-    names = result.experiments.names
-    out = {}
-    for c in range(1, n_clusters + 1):
-        members = np.flatnonzero(labels == c)
-        ijk = mask_ijk[members].astype(np.int64)
-        lo = ijk.min(axis=0)
-        local_ijk = ijk - lo
-        box_shape = tuple(int(s) for s in local_ijk.max(axis=0) + 1)
-        peak = int(np.argmax(ale[members]))
-        local = np.full(grid.n_voxels, -1, dtype=np.int64)
-        local[members] = np.arange(members.size)
-        sel = c_all == c
-        e_c, v_c, val_c = e_all[sel], v_all[sel], val_all[sel]
-        survives, min_vox, weakest = True, members.size, None
-        for i in np.unique(e_c):
-            m = e_c == i
-            loc = local[v_c[m]]
-            ale_i = ale[members].copy()
-            ale_i[loc] = -np.expm1(log_sum[v_c[m]] - np.log1p(-val_c[m]))
-            supra = ale_i > cut
-            size, mass = 0, 0.0
-            if supra.any():
-                box = np.zeros(box_shape, dtype=bool)
-                box[tuple(local_ijk[supra].T)] = True
-                lab_box, n = label_clusters(box, connectivity)
-                comp = lab_box[tuple(local_ijk.T)]  # component of each member voxel (0: below)
-                if comp[peak] > 0:
-                    keep = comp == comp[peak]
-                else:
-                    counts = np.bincount(comp, minlength=n + 1)[1:]
-                    keep = comp == int(np.argmax(counts)) + 1
-                size = int(keep.sum())
-                mass = float((ale_i[keep] - cut).sum())
-            value = size if stat == "size" else mass
-            ok = size > 0 and bool(null_to_p(np.array([value]), null)[0] < alpha)
-            survives = survives and ok
-            if size < min_vox or weakest is None:
-                min_vox, weakest = size, names[int(i)]
-        out[c] = (survives, min_vox, weakest)
-    return out
+class _LeaveOneOut:
+    """Per cluster: does it survive leaving out each experiment, its smallest remnant and
+    whose removal leaves it; fed the cluster MA entries chunk by chunk (:meth:`add`)."""
+
+    def __init__(self, result, labels: np.ndarray, n_clusters: int, log_sum: np.ndarray):
+        params = _params(result)
+        self.alpha = float(params.get("alpha", 0.05))
+        self.connectivity = int(params.get("connectivity", 6))
+        stat = params.get("cluster_stat", "size")
+        self.use_size = stat == "size"
+        self.null = result.null_maxima.size if self.use_size else result.null_maxima.mass
+        self.cut = float(result.thresholds["cluster_forming_ale"])
+        self.names = result.experiments.names
+        self.log_sum = log_sum
+        self.local = np.full(result.grid.n_voxels, -1, dtype=np.int64)  # index within its cluster
+        ale = -np.expm1(log_sum)
+        self.clusters = {}
+        for c in range(1, n_clusters + 1):
+            members = np.flatnonzero(labels == c)
+            self.local[members] = np.arange(members.size)
+            local_ijk = result.grid.mask_ijk[members].astype(np.int64)
+            local_ijk -= local_ijk.min(axis=0)
+            box_shape = tuple(int(s) for s in local_ijk.max(axis=0) + 1)
+            ale_c = ale[members]
+            # state: [survives, smallest remnant, experiment leaving it]
+            self.clusters[c] = (local_ijk, box_shape, int(np.argmax(ale_c)), ale_c, [True, members.size, None])
+
+    def add(self, e, c, v, val) -> None:
+        """Leave out, in turn, each experiment of these entries (experiment order; clusters apart)."""
+        for cl in np.unique(c):
+            sel = c == cl
+            e_c, v_c, val_c = e[sel], v[sel], val[sel]
+            starts = np.flatnonzero(np.r_[True, e_c[1:] != e_c[:-1]])  # each experiment's entries are one run
+            for s0, s1 in zip(starts, np.r_[starts[1:], e_c.size]):
+                self._leave_out(int(cl), int(e_c[s0]), v_c[s0:s1], val_c[s0:s1])
+
+    def _leave_out(self, c: int, i: int, v, val) -> None:
+        local_ijk, box_shape, peak, ale_c, state = self.clusters[c]
+        ale_i = ale_c.copy()
+        ale_i[self.local[v]] = -np.expm1(self.log_sum[v] - np.log1p(-val))
+        supra = ale_i > self.cut
+        if supra.all():  # the whole (connected) cluster stays: no labelling needed
+            keep = supra
+        elif supra.any():
+            box = np.zeros(box_shape, dtype=bool)
+            box[tuple(local_ijk[supra].T)] = True
+            lab_box, n = label_clusters(box, self.connectivity)
+            comp = lab_box[tuple(local_ijk.T)]  # component of each member voxel (0: below)
+            if comp[peak] > 0:
+                keep = comp == comp[peak]
+            else:
+                counts = np.bincount(comp, minlength=n + 1)[1:]
+                keep = comp == int(np.argmax(counts)) + 1
+        else:
+            keep = supra
+        size = int(keep.sum())
+        mass = float((ale_i[keep] - self.cut).sum()) if size else 0.0
+        value = size if self.use_size else mass
+        ok = size > 0 and bool(null_to_p(np.array([value]), self.null)[0] < self.alpha)
+        state[0] = state[0] and ok
+        if size < state[1] or state[2] is None:
+            state[1], state[2] = size, self.names[i]
+
+    def result(self) -> dict:
+        """Cluster -> (survives every leave-one-out, smallest remnant, experiment leaving it)."""
+        return {c: tuple(entry[-1]) for c, entry in self.clusters.items()}
 
 
 # ----------------------------------------------------------------------------- fail-safe N
