@@ -32,6 +32,7 @@ from alemap.reporting.robustness import (
     fail_safe_n,
     leave_one_out_ale,
     noise_experiments,
+    robustness_tables,
 )
 
 SHAPE = (40, 40, 40)
@@ -179,6 +180,26 @@ def test_jackknife_matches_refit_definition(result, grid, contrib, cluster_ids):
         row = contrib[(contrib["cluster"] == c) & (contrib["experiment"] == name)].iloc[0]
         assert row["jackknife"] == pytest.approx(np.mean(1 - ratio), abs=1e-12)
         assert row["max_drop_pct"] == pytest.approx(100 * (1 - ratio.min()), abs=1e-9)
+
+
+@pytest.mark.parametrize("chunk", [1, 3000])
+def test_tables_do_not_depend_on_the_streaming_chunk(result, contrib, robust, monkeypatch, chunk):
+    """The MA maps are streamed ENTRY_CHUNK entries at a time (at least one experiment per
+    chunk): one experiment per chunk, or a few, gives the same tables, bit for bit."""
+    import pandas as pd
+
+    from alemap.reporting import robustness
+
+    assert result.experiments.n_foci * 17**3 <= robustness.ENTRY_CHUNK  # the fixtures: one chunk
+    monkeypatch.setattr(robustness, "ENTRY_CHUNK", chunk)
+    seen = []
+    real = robustness.ma_maps
+    monkeypatch.setattr(robustness, "ma_maps", lambda *a: seen.append(len(a[1]) - 1) or real(*a))
+    c2, r2 = robustness_tables(result)
+    assert len(seen) > 2 and sum(seen) == 2 * result.experiments.n_experiments  # two passes, several chunks
+    pd.testing.assert_frame_equal(c2, contrib, check_exact=True)
+    pd.testing.assert_frame_equal(r2, robust, check_exact=True)
+    pd.testing.assert_frame_equal(cluster_robustness(result), robust, check_exact=True)
 
 
 def test_no_null_gives_empty_tables(result, grid):
