@@ -401,27 +401,23 @@ def cluster_robustness(
     Eickhoff SB, Nichols TE, Laird AR, et al. (2016) NeuroImage 137:70-85.
     NiMARE ``nimare.diagnostics.Jackknife``; JALE ``utils/contribution.py``.
     """
-    labels = _cluster_labels(result)
-    n_clusters = int(labels.max()) if labels.size else 0
-    if n_clusters == 0:
-        return pd.DataFrame(columns=ROBUSTNESS_COLUMNS)
-    table, loo = _tables(result, labels, n_clusters, leave_one_out=True)
-    return _robustness(table if contrib is None else contrib, loo, labels, n_clusters, one_experiment_pct,
-                       two_experiments_pct)
+    return _both_tables(result, contrib, one_experiment_pct, two_experiments_pct)[1]
 
 
 def robustness_tables(result) -> tuple[pd.DataFrame, pd.DataFrame]:
     """:func:`contributions` and :func:`cluster_robustness` (default cut-offs) of ``result``
     together, building the MA maps once less (as :meth:`ALEResult.save` writes them)."""
+    return _both_tables(result, None, 50.0, 80.0)
+
+
+def _both_tables(result, contrib, one_experiment_pct, two_experiments_pct):
+    """(contributions, robustness); ``contrib`` (given) replaces the computed contributions."""
     labels = _cluster_labels(result)
     n_clusters = int(labels.max()) if labels.size else 0
     if n_clusters == 0:
         return pd.DataFrame(columns=CONTRIBUTION_COLUMNS), pd.DataFrame(columns=ROBUSTNESS_COLUMNS)
     table, loo = _tables(result, labels, n_clusters, leave_one_out=True)
-    return table, _robustness(table, loo, labels, n_clusters, 50.0, 80.0)
-
-
-def _robustness(contrib, loo, labels, n_clusters, one_experiment_pct, two_experiments_pct) -> pd.DataFrame:
+    contrib = table if contrib is None else contrib
     n_vox = np.bincount(labels, minlength=n_clusters + 1)
     rows = []
     for c in range(1, n_clusters + 1):
@@ -450,7 +446,7 @@ def _robustness(contrib, loo, labels, n_clusters, one_experiment_pct, two_experi
                 "loo_weakest_experiment": weakest,
             }
         )
-    return pd.DataFrame(rows, columns=ROBUSTNESS_COLUMNS)
+    return contrib, pd.DataFrame(rows, columns=ROBUSTNESS_COLUMNS)
 
 
 class _LeaveOneOut:
