@@ -108,7 +108,7 @@ def test_limits_mirror_the_engine_tilings():
     from alemap.inference import cpu
     from alemap.inference.plan import tiles_per_focus
 
-    assert (limits.TILE, limits.SLAB) == (cpu.TILE, cpu.SLAB)
+    assert (limits.TILE, limits.SLAB, limits.ROW_PAD) == (cpu.TILE, cpu.SLAB, cpu.ROW_PAD)
     for width in (5, 17, 31, 41):
         assert limits._tiles_per_focus(width**3) == tiles_per_focus(width)
 

@@ -405,6 +405,18 @@ def test_engine_matches_reference_several_slabs():
     assert any(max(sizes) > 0 for cut, _, sizes in seen if cut == 0.004)
 
 
+def test_engine_matches_reference_rows_past_the_grid_end():
+    """A grid a little shorter along z than one slab (``cpu.SLAB``): kernel rows cut by the
+    grid's end run on eight voxels at a time into the slab buffer's spare voxels, or (rows
+    that would run past the buffer row) element by element; both must give the same maxima."""
+    nz = cpu.SLAB[2] - 2
+    grid = box_grid((9, 11, nz))  # every voxel in the mask: a value spilt into the next row shows
+    n_subjects = np.array([1, 20, 9, 60])
+    counts = np.array([3, 7, 2, 5])
+    seen = _compare_engine_with_reference(grid.mask, n_subjects, counts, (0.004, 0.02), 6, seed=5)
+    assert any(max(sizes) > 0 for cut, _, sizes in seen if cut == 0.004)
+
+
 def test_engine_matches_reference_mni():
     """Real MNI152 2 mm mask, a few iterations."""
     mask = load_mni152_2mm().mask

@@ -92,6 +92,8 @@ GRID_VOLUMES = 6
 #: The engine's two tilings (alemap.inference.cpu.TILE and SLAB; tests/test_limits.py checks they agree).
 TILE = 8
 SLAB = (4, 8, 96)
+#: Spare elements after each slab buffer (alemap.inference.cpu.ROW_PAD).
+ROW_PAD = 8
 
 
 def _tiles_per_focus(kernel_voxels: int) -> int:
@@ -241,7 +243,7 @@ def estimate_fit_memory(
         WORKSPACE_BYTES_PER_VOXEL * n_grid
         + WORKSPACE_BYTES_PER_BLOCK * n_blocks
         + 8 * (n_tiles + 1) + 8 * (n_slabs + 1)  # bin pointers of both tilings
-        + 2 * 8 * int(np.prod(SLAB))  # the two tile buffers
+        + 2 * 8 * (int(np.prod(SLAB)) + ROW_PAD)  # the two tile buffers
         + 2 * BATCH * n_foci * 8  # relocated foci of one batch, and the generator's temporary
         + 3 * 8 * n_foci  # voxel indices of one iteration
         + 4 * n_foci * _tiles_per_focus(kernel_voxels)  # the focus bins (shared by both tilings)

@@ -26,7 +26,9 @@ How an iteration is computed:
    across, long along the grid's fastest axis, so the innermost loops run over
    whole kernel rows), each accumulated in a cache-resident buffer,
    experiment by experiment (an experiment with several foci in the tile is
-   combined by minimum in a second buffer, then added box by box).
+   combined by minimum in a second buffer, then added box by box). Kernel
+   rows are zero-padded so each row is a few eight-wide vector operations
+   (``simd``) rather than a loop with its own setup.
 4. The supra-threshold voxels are labelled by flood fill with 6-, 18- or
    26-connectivity; cluster size is the voxel count and cluster mass the sum of
    ``ALE - threshold``.
@@ -40,6 +42,8 @@ from __future__ import annotations
 
 import numba
 import numpy as np
+
+from alemap.inference.simd import LANES, add8, flush8, min8
 
 __all__ = ["Workspace", "run_batch", "neighbour_offsets"]
 
@@ -55,6 +59,9 @@ TILE = 8
 #: L1/L2. Measured against 8^3 tiles (Neurosynth tables, one thread, same bits): 1,000 tables
 #: ~30 % less time, 100-300 tables 30-40 % (docs/dev-notes/session-4.md).
 SLAB = (4, 8, 96)
+#: Zeros after each kernel row (``MonteCarloPlan.log1m_rows``) and spare elements after the
+#: slab buffers: the whole-grid path adds rows eight voxels at a time (``simd``).
+ROW_PAD = LANES
 
 
 def neighbour_offsets(connectivity: int) -> np.ndarray:
@@ -80,8 +87,8 @@ class Workspace:
         self.stack = np.empty(n_grid, dtype=np.int64)
         self.bound = np.zeros(n_blocks, dtype=np.float32)
         self.cand_list = np.empty(n_blocks, dtype=np.int64)
-        self.tile_acc = np.zeros(SLAB[0] * SLAB[1] * SLAB[2])
-        self.tile_comb = np.zeros(SLAB[0] * SLAB[1] * SLAB[2])
+        self.tile_acc = np.zeros(SLAB[0] * SLAB[1] * SLAB[2] + ROW_PAD)
+        self.tile_comb = np.zeros(SLAB[0] * SLAB[1] * SLAB[2] + ROW_PAD)
         self.tile_ptr = np.zeros(1, dtype=np.int64)
         self.slab_ptr = np.zeros(1, dtype=np.int64)
         self.tile_list = np.empty(0, dtype=np.int32)
@@ -402,14 +409,33 @@ def _flush_rows(acc, comb, la, ha, lb, hb, lc, hc, a0, b0, c0):
                 comb[tb + c] = 0.0
 
 
+@numba.njit(cache=True, nogil=True, inline="always")
+def _vector_rows(ck, r, lc, hc, c0, c1, nz):
+    """Vector operations per kernel row of a focus clipped to ``[lc, hc)`` in the slab starting
+    at ``c0``, or 0 when its rows must run element by element.
+
+    Eight-wide operations from ``lc`` also touch up to seven voxels past ``hc``. They receive
+    the kernel row's zero padding (``ROW_PAD``) unless the row was cut short by the slab; when it
+    was cut by the grid's end, the real kernel values land past the grid but inside the slab's
+    buffer row, which is never read (``comb`` is cleared there by the same flush). A row cut by
+    a slab border inside the grid takes the element-by-element loop."""
+    end = ck + r + 1
+    if end <= c1 or (c1 == nz and end <= c0 + SLAB[2]):
+        return (hc - lc + LANES - 1) // LANES
+    return 0
+
+
 @numba.njit(cache=True, nogil=True)
-def _tiled(ijk, exp_of_focus, cube_of_focus, log1m_k, start, width, shape, sshape, slab_in_mask,
-           mask_grid, log_cut, cut_ale, supra, label, values, ptr, lst, acc, comb):
+def _tiled(ijk, exp_of_focus, cube_of_focus, log1m_k, start, width, rows, row_start, shape, sshape,
+           slab_in_mask, mask_grid, log_cut, cut_ale, supra, label, values, ptr, lst, acc, comb):
     """Whole-grid iteration, slab by slab (``SLAB``-shaped tiles): exact max and supra voxels.
 
     An experiment with several foci in the slab is combined by minimum in
     ``comb`` and then added box by box (a box overlapping one already added
-    adds zeros), as in the plain accumulation: the same bits. Returns (min
+    adds zeros), as in the plain accumulation: the same bits. Kernel rows come
+    from ``rows`` (each cube's rows zero-padded by ``ROW_PAD``, cube j from
+    ``row_start[j]``) and are added eight voxels at a time (``simd``); ``acc``
+    and ``comb`` hold ``ROW_PAD`` spare elements past the slab. Returns (min
     log1m over the mask, n_supra); supra voxels get ``label = -1`` and
     ``values = ALE - threshold`` as in the pruned path."""
     nx, ny, nz = shape[0], shape[1], shape[2]
@@ -433,27 +459,48 @@ def _tiled(ijk, exp_of_focus, cube_of_focus, log1m_k, start, width, shape, sshap
             q = _experiment_end(lst, exp_of_focus, p, end)
             several = q - p > 1  # combine this experiment's foci by minimum first
             for u in range(p, q):
+                f = lst[u]
                 w, r, s0, ci, cj, ck, la, ha, lb, hb, lc, hc = _clip_focus(
-                    ijk, lst[u], cube_of_focus, width, start, a0, a1, b0, b1, c0, c1)
-                n_c = np.uint64(max(0, hc - lc))
+                    ijk, f, cube_of_focus, width, start, a0, a1, b0, b1, c0, c1)
+                if hc <= lc:
+                    continue
+                stride = w + ROW_PAD
+                r0 = row_start[cube_of_focus[f]] - ck + r + lc
+                n_vec = _vector_rows(ck, r, lc, hc, c0, c1, nz)
                 for a in range(la, ha):
                     for b in range(lb, hb):
-                        # unsigned indices (no negative-index wrap-around): the loops vectorise
-                        tb = np.uint64(((a - a0) * SY + (b - b0)) * SZ - c0 + lc)
-                        kb = np.uint64(s0 + ((a - ci + r) * w + (b - cj + r)) * w - ck + r + lc)
-                        if several:
-                            for c in range(n_c):
-                                k = log1m_k[kb + c]
+                        tb = ((a - a0) * SY + (b - b0)) * SZ - c0 + lc
+                        kb = r0 + ((a - ci + r) * w + (b - cj + r)) * stride
+                        if n_vec > 0:
+                            if several:
+                                for h in range(n_vec):
+                                    min8(comb, tb + LANES * h, rows, kb + LANES * h)
+                            else:
+                                for h in range(n_vec):
+                                    add8(acc, tb + LANES * h, rows, kb + LANES * h)
+                        elif several:
+                            for c in range(hc - lc):
+                                k = rows[kb + c]
                                 if k < comb[tb + c]:
                                     comb[tb + c] = k
                         else:
-                            for c in range(n_c):
-                                acc[tb + c] += log1m_k[kb + c]
+                            for c in range(hc - lc):
+                                acc[tb + c] += rows[kb + c]
             if several:
                 for u in range(p, q):
                     w, r, s0, ci, cj, ck, la, ha, lb, hb, lc, hc = _clip_focus(
                         ijk, lst[u], cube_of_focus, width, start, a0, a1, b0, b1, c0, c1)
-                    _flush_rows(acc, comb, la, ha, lb, hb, lc, hc, a0, b0, c0)
+                    if hc <= lc:
+                        continue
+                    n_vec = _vector_rows(ck, r, lc, hc, c0, c1, nz)
+                    if n_vec == 0:
+                        _flush_rows(acc, comb, la, ha, lb, hb, lc, hc, a0, b0, c0)
+                        continue
+                    for a in range(la, ha):
+                        for b in range(lb, hb):
+                            tb = ((a - a0) * SY + (b - b0)) * SZ - c0 + lc
+                            for h in range(n_vec):
+                                flush8(acc, comb, tb + LANES * h)
             p = q
         for a in range(a0, a1):
             for b in range(b0, b1):
@@ -501,7 +548,7 @@ def _pruned(ijk, exp_offsets, cube_of_exp, cube_of_focus, log1m_k, start, width,
 
 @numba.njit(cache=True, nogil=True)
 def run_batch_kernel(draws, mask_ijk, mask_flat, mask_grid, exp_offsets, cube_of_exp, cube_of_focus,
-                     log1m_k, start, width, shape, blog, bstart, bwidth, dlo, bshape, block_in_mask,
+                     log1m_k, start, width, rows, row_start, shape, blog, bstart, bwidth, dlo, bshape, block_in_mask,
                      log_cut, cut_ale, nbr, prune, combine, label, supra, stack, bound,
                      cand_list, exp_of_focus, tshape, tile_in_mask, sshape, slab_in_mask, tile_ptr, slab_ptr,
                      tile_list, tile_acc, tile_comb, bound_cut, out_ale, out_size, out_mass):
@@ -528,9 +575,9 @@ def run_batch_kernel(draws, mask_ijk, mask_flat, mask_grid, exp_offsets, cube_of
         elif skip_prune > 0:
             skip_prune -= 1
         if n_supra < 0:
-            best, n_supra = _tiled(ijk, exp_of_focus, cube_of_focus, log1m_k, start, width, shape, sshape,
-                                   slab_in_mask, mask_grid, log_cut, cut_ale, supra, label, combine,
-                                   slab_ptr, tile_list, tile_acc, tile_comb)
+            best, n_supra = _tiled(ijk, exp_of_focus, cube_of_focus, log1m_k, start, width, rows, row_start,
+                                   shape, sshape, slab_in_mask, mask_grid, log_cut, cut_ale, supra, label,
+                                   combine, slab_ptr, tile_list, tile_acc, tile_comb)
         size, mass = _clusters(supra, n_supra, combine, label, stack, shape, nbr)
         for q in range(n_supra):
             combine[supra[q]] = 0.0
@@ -543,7 +590,8 @@ def run_batch(draws, plan, ws: Workspace, out_ale, out_size, out_mass, prune: bo
     """Run one batch of iterations on the CPU (releases the GIL)."""
     run_batch_kernel(
         draws, plan.mask_ijk, plan.mask_flat, plan.mask_grid, plan.exp_offsets, plan.cube_of_exp,
-        plan.cube_of_focus, plan.log1m_k, plan.start, plan.width, plan.shape, plan.blog,
+        plan.cube_of_focus, plan.log1m_k, plan.start, plan.width, plan.log1m_rows, plan.row_start, plan.shape,
+        plan.blog,
         plan.bstart, plan.bwidth, plan.dlo, plan.bshape, plan.block_in_mask, plan.log_cut,
         plan.cut_ale, plan.nbr, prune, ws.combine, ws.label, ws.supra, ws.stack,
         ws.bound, ws.cand_list, plan.exp_of_focus, plan.tshape, plan.tile_in_mask, plan.sshape,

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from alemap.inference.cpu import SLAB, TILE, neighbour_offsets
+from alemap.inference.cpu import ROW_PAD, SLAB, TILE, neighbour_offsets
 from alemap.kernels.gaussian import KernelCubes, block_bounds
 
 __all__ = ["MonteCarloPlan", "make_plan"]
@@ -48,6 +48,8 @@ class MonteCarloPlan:
     sshape: np.ndarray
     slab_in_mask: np.ndarray
     bound_cut: float
+    log1m_rows: np.ndarray
+    row_start: np.ndarray
 
     @property
     def n_foci(self) -> int:
@@ -133,7 +135,21 @@ def make_plan(
         sshape=sshape,
         slab_in_mask=slab_in_mask,
         bound_cut=_bound_cut(float(np.log1p(-cut_ale)), int(exp_offsets[-1])),
+        **_kernel_rows(cubes),
     )
+
+
+def _kernel_rows(cubes: KernelCubes) -> dict:
+    """The ``log1p(-k)`` cubes with every row (along the last axis) followed by ``ROW_PAD``
+    zeros, for the whole-grid path's eight-wide row operations: cube j (edge w) occupies
+    ``log1m_rows[row_start[j]:]`` as a (w, w, w + ROW_PAD) array in C order."""
+    parts, starts = [], [0]
+    for j, w in enumerate(int(v) for v in cubes.width):
+        rows = np.zeros((w, w, w + ROW_PAD))
+        rows[:, :, :w] = cubes.log1m[cubes.start[j] : cubes.start[j] + w**3].reshape(w, w, w)
+        parts.append(rows.ravel())
+        starts.append(starts[-1] + rows.size)
+    return {"log1m_rows": np.concatenate(parts), "row_start": np.asarray(starts, dtype=np.int64)}
 
 
 def tiles_per_focus(width: int) -> int:
