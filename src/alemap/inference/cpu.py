@@ -47,9 +47,11 @@ from alemap.inference.simd import LANES, add8, flush8, min8
 
 __all__ = ["Workspace", "run_batch", "neighbour_offsets"]
 
-#: Above this share of candidate blocks the pruned path costs more than the tiled whole grid
-#: (measured on Neurosynth tables, 2 cores: 6 % candidates prune 20 vs 26 ms, 22 % prune 217 vs 98 ms).
-MAX_CANDIDATE_SHARE = 0.10
+#: Above this share of candidate blocks the pruned path costs more than the whole grid. Both
+#: costs grow with the number of foci, so the break-even share hardly depends on it: measured
+#: on Neurosynth tables and the finger set (one thread, session 5), it is 0.046-0.052 for 50-300
+#: tables (e.g. 150 tables, share 0.097: pruned 26.5 ms, whole grid 13.5 ms).
+MAX_CANDIDATE_SHARE = 0.05
 #: Iterations to skip pruning after it did not pay (results are identical either way).
 PRUNE_BACKOFF = 15
 #: Edge of the tiles the pruned path bins foci into (voxels); a 2x2x2 block lies in one tile.
