@@ -32,6 +32,7 @@ from alemap.reporting.robustness import (
     fail_safe_n,
     leave_one_out_ale,
     noise_experiments,
+    result_ma_maps,
     robustness_tables,
 )
 
@@ -165,6 +166,20 @@ def test_leave_one_out_equals_refit(result, grid, name):
     shortcut = leave_one_out_ale(result, name)
     assert np.max(np.abs(shortcut - refit.maps["ale"])) <= 1e-12
     assert np.array_equal(leave_one_out_ale(result, i), shortcut)
+    assert np.array_equal(leave_one_out_ale(result, i, ma=result_ma_maps(result)), shortcut)
+
+
+@pytest.mark.parametrize("chunk", [1, 3000])
+def test_leave_one_out_does_not_depend_on_the_streaming_chunk(result, monkeypatch, chunk):
+    """Without MA maps given, leave_one_out_ale sums them a chunk at a time: the same bits
+    as from the whole maps, whichever chunk holds the experiment left out."""
+    from alemap.reporting import robustness
+
+    ma = result_ma_maps(result)
+    whole = [leave_one_out_ale(result, i, ma=ma) for i in (0, 7, result.experiments.n_experiments - 1)]
+    monkeypatch.setattr(robustness, "ENTRY_CHUNK", chunk)
+    for i, expected in zip((0, 7, result.experiments.n_experiments - 1), whole):
+        assert np.array_equal(leave_one_out_ale(result, i), expected)
 
 
 def test_jackknife_matches_refit_definition(result, grid, contrib, cluster_ids):

@@ -100,13 +100,12 @@ def result_ma_maps(result) -> MAMaps:
     return ma_maps(result.ijk, exps.offsets, cubes.index(exps.n_subjects), cubes, grid.mask)
 
 
-def _cluster_chunks(result, labels: np.ndarray):
-    """The MA entries that fall in a cluster, chunk of experiments by chunk:
-    (experiment, cluster, in-mask voxel, value) arrays, in experiment order.
+def _ma_chunks(result):
+    """The MA maps of :func:`result_ma_maps`, built ``ENTRY_CHUNK`` entries (at least one
+    experiment) at a time: ``(first experiment, MAMaps of the chunk)`` in experiment order.
 
-    The MA maps are built ``ENTRY_CHUNK`` entries at a time; each experiment's
-    map does not depend on the others, so the entries are those of
-    :func:`result_ma_maps`, in the same order."""
+    Each experiment's map does not depend on the others, so the entries are
+    those of :func:`result_ma_maps`, in the same order."""
     exps, grid = result.experiments, result.grid
     cubes = kernel_cubes(exps.n_subjects, float(grid.voxel_size[0]))
     coe = np.asarray(cubes.index(exps.n_subjects))
@@ -118,12 +117,19 @@ def _cluster_chunks(result, labels: np.ndarray):
         while b < exps.n_experiments and (offsets[b + 1] - offsets[a]) * per_focus <= ENTRY_CHUNK:
             b += 1
         fa, fb = offsets[a], offsets[b]
-        ma = ma_maps(result.ijk[fa:fb], offsets[a : b + 1] - fa, coe[a:b], cubes, grid.mask)
+        yield a, ma_maps(result.ijk[fa:fb], offsets[a : b + 1] - fa, coe[a:b], cubes, grid.mask)
+        a = b
+
+
+def _cluster_chunks(result, labels: np.ndarray):
+    """The MA entries that fall in a cluster, chunk of experiments by chunk
+    (:func:`_ma_chunks`): (experiment, cluster, in-mask voxel, value) arrays, in
+    experiment order."""
+    for a, ma in _ma_chunks(result):
         lab = labels[ma.cols]
         sel = (lab > 0) & (ma.vals > 0)
-        exp_of = np.repeat(np.arange(a, b, dtype=np.int64), np.diff(ma.indptr))
+        exp_of = np.repeat(np.arange(a, a + ma.n_experiments, dtype=np.int64), np.diff(ma.indptr))
         yield exp_of[sel], lab[sel], ma.cols[sel].astype(np.int64), ma.vals[sel]
-        a = b
 
 
 def _cluster_log_sum(result, labels: np.ndarray) -> np.ndarray:
@@ -168,17 +174,25 @@ def leave_one_out_ale(result, experiment, ma: MAMaps | None = None) -> np.ndarra
     experiment : int or str
         Index in ``result.experiments`` (canonical order) or experiment name.
     ma : MAMaps, optional
-        MA maps of the result (:func:`result_ma_maps`), to avoid rebuilding them.
+        MA maps of the result (:func:`result_ma_maps`), to avoid rebuilding them
+        for each call. Without them, the maps are built and summed a chunk at a
+        time (the same map, in less memory).
 
     Returns
     -------
     ndarray of float64
         In-mask ALE vector without the experiment.
     """
-    ma = result_ma_maps(result) if ma is None else ma
     i = _experiment_index(result, experiment)
-    log_sum = _log_sum(ma)
-    cols, vals = ma.experiment(i)
+    if ma is not None:
+        log_sum = _log_sum(ma)
+        cols, vals = ma.experiment(i)
+    else:  # streamed: memory for one chunk of MA maps, not all of them
+        log_sum = np.zeros(result.grid.n_voxels)
+        for a, chunk in _ma_chunks(result):
+            np.add.at(log_sum, chunk.cols, np.log1p(-chunk.vals))  # entry order, as _log_sum adds
+            if a <= i < a + chunk.n_experiments:
+                cols, vals = (x.copy() for x in chunk.experiment(i - a))
     log_sum[cols] -= np.log1p(-vals)
     return -np.expm1(log_sum)
 
