@@ -108,30 +108,33 @@ def test_limits_mirror_the_engine_tilings():
     from alemap.inference import cpu
     from alemap.inference.plan import tiles_per_focus
 
-    assert (limits.TILE, limits.SLAB, limits.ROW_PAD) == (cpu.TILE, cpu.SLAB, cpu.ROW_PAD)
+    assert (limits.SLAB, limits.SPARSE_SLAB, limits.ROW_PAD) == (cpu.SLAB, cpu.SPARSE_SLAB, cpu.ROW_PAD)
     for width in (5, 17, 31, 41):
         assert limits._tiles_per_focus(width**3) == tiles_per_focus(width)
 
 
 def test_per_job_estimate_counts_the_engine_workspace_exactly():
-    from alemap.inference.cpu import SLAB, Workspace
+    from alemap.inference.cpu import SLAB, SPARSE_SLAB, Workspace
 
     grid = load_mni152_2mm()
     n_grid = int(np.prod(grid.shape))
     n_blocks = int(np.prod((np.asarray(grid.shape) + 1) // 2))
-    n_tiles = int(np.prod(-(-np.asarray(grid.shape) // 8)))
     n_slabs = int(np.prod(-(-np.asarray(grid.shape) // np.asarray(SLAB))))
+    n_sparse = int(np.prod(-(-np.asarray(grid.shape) // np.asarray(SPARSE_SLAB))))
+    per_focus = limits._tiles_per_focus(31**3)
     ws = Workspace(n_grid, n_blocks)
-    ws.tiles_for(SimpleNamespace(n_tiles=n_tiles, n_slabs=n_slabs, n_foci=0, max_tiles_per_focus=125))  # as run_batch
+    ws.tiles_for(SimpleNamespace(n_slabs=n_slabs, n_sparse_slabs=n_sparse, n_foci=0,
+                                 max_tiles_per_focus=per_focus))  # as run_batch
     workspace_bytes = sum(a.nbytes for a in vars(ws).values() if isinstance(a, np.ndarray))
-    est = estimate_fit_memory(n_foci=0, n_grid=n_grid, n_mask=grid.n_voxels, n_blocks=n_blocks, n_tiles=n_tiles,
-                              n_slabs=n_slabs)
+    est = estimate_fit_memory(n_foci=0, n_grid=n_grid, n_mask=grid.n_voxels, n_blocks=n_blocks, n_slabs=n_slabs,
+                              n_sparse_slabs=n_sparse)
     assert est.per_job == workspace_bytes  # if Workspace changes, alemap._limits must follow
     assert estimate_fit_memory(n_foci=0, n_grid=n_grid, n_mask=grid.n_voxels).per_job >= workspace_bytes
     bigger = estimate_fit_memory(n_foci=1000, n_grid=n_grid, n_mask=grid.n_voxels, n_blocks=n_blocks,
-                                 n_tiles=n_tiles, n_slabs=n_slabs)
-    # one batch of relocated foci, their voxel indices, and their tile bins (int32, 5^3 tiles for 31^3 kernels)
-    assert bigger.per_job - est.per_job == 1000 * (2 * 32 * 8 + 24 + 4 * 125)
+                                 n_slabs=n_slabs, n_sparse_slabs=n_sparse)
+    # one batch of relocated foci, their voxel indices, and their tile bins (int32; 9 x 9 x 2 sparse slabs for 31^3)
+    assert per_focus == 162
+    assert bigger.per_job - est.per_job == 1000 * (2 * 32 * 8 + 24 + 4 * per_focus)
 
 
 def test_ma_estimate_bounds_the_real_ma_maps():

@@ -89,9 +89,10 @@ EXPERIMENT_BYTES = 2048
 MASK_VECTORS = 16
 GRID_VOLUMES = 6
 
-#: The engine's two tilings (alemap.inference.cpu.TILE and SLAB; tests/test_limits.py checks they agree).
-TILE = 8
+#: The engine's two tilings (alemap.inference.cpu.SLAB and SPARSE_SLAB; tests/test_limits.py
+#: checks they agree).
 SLAB = (4, 8, 96)
+SPARSE_SLAB = (4, 4, 96)
 #: Spare elements after each slab buffer (alemap.inference.cpu.ROW_PAD).
 ROW_PAD = 8
 
@@ -99,7 +100,7 @@ ROW_PAD = 8
 def _tiles_per_focus(kernel_voxels: int) -> int:
     """Most tiles of either tiling one kernel box touches (as MonteCarloPlan.max_tiles_per_focus)."""
     width = round(int(kernel_voxels) ** (1 / 3))
-    return max(int(np.prod([(width + d - 2) // d + 1 for d in dims])) for dims in ((TILE,) * 3, SLAB))
+    return max(int(np.prod([(width + d - 2) // d + 1 for d in dims])) for dims in (SLAB, SPARSE_SLAB))
 
 
 def _n_tiles(shape, dims) -> int:
@@ -198,8 +199,8 @@ def estimate_fit_memory(
     kernel_voxels: int = 31**3,
     n_experiments: int = 0,
     n_blocks: int | None = None,
-    n_tiles: int | None = None,
     n_slabs: int | None = None,
+    n_sparse_slabs: int | None = None,
     full_ma: bool = True,
     report: bool = False,
 ) -> MemoryEstimate:
@@ -221,10 +222,9 @@ def estimate_fit_memory(
         Voxels of the largest kernel cube (31^3 for one subject).
     n_experiments : int
         Experiments (their records: ``EXPERIMENT_BYTES`` each).
-    n_tiles : int, optional
-        8^3-voxel tiles covering the grid; default ``n_blocks`` (an upper bound).
-    n_slabs : int, optional
-        ``SLAB``-shaped tiles covering the grid; default ``n_tiles`` (an upper bound).
+    n_slabs, n_sparse_slabs : int, optional
+        ``SLAB``- and ``SPARSE_SLAB``-shaped tiles covering the grid; default
+        ``n_blocks`` (an upper bound).
     full_ma : bool
         Count the whole MA maps (analyses that hold them); False for a plain
         ALE fit, whose tables stream them instead.
@@ -237,13 +237,14 @@ def estimate_fit_memory(
     if ma_entries is None:
         ma_entries = int(n_foci) * min(int(kernel_voxels), int(n_mask))
     n_blocks = int(n_grid if n_blocks is None else n_blocks)
-    n_tiles = int(n_blocks if n_tiles is None else n_tiles)
-    n_slabs = int(n_tiles if n_slabs is None else n_slabs)
+    n_slabs = int(n_blocks if n_slabs is None else n_slabs)
+    n_sparse_slabs = int(n_blocks if n_sparse_slabs is None else n_sparse_slabs)
     per_job = (
         WORKSPACE_BYTES_PER_VOXEL * n_grid
         + WORKSPACE_BYTES_PER_BLOCK * n_blocks
-        + 8 * (n_tiles + 1) + 8 * (n_slabs + 1)  # bin pointers of both tilings
-        + 2 * 8 * (int(np.prod(SLAB)) + ROW_PAD)  # the two tile buffers
+        + 8 * (n_slabs + 1) + 8 * (n_sparse_slabs + 1)  # bin pointers of both tilings
+        + 16 * n_sparse_slabs  # the pruned path's z-range per sparse slab
+        + 2 * 8 * (max(int(np.prod(SLAB)), int(np.prod(SPARSE_SLAB))) + ROW_PAD)  # the two tile buffers
         + 2 * BATCH * n_foci * 8  # relocated foci of one batch, and the generator's temporary
         + 3 * 8 * n_foci  # voxel indices of one iteration
         + 4 * n_foci * _tiles_per_focus(kernel_voxels)  # the focus bins (shared by both tilings)
@@ -280,7 +281,7 @@ def estimate_experiments_memory(experiments, grid, *, full_ma: bool = True, repo
     n_blocks = int(np.prod((np.asarray(grid.shape) + 1) // 2))
     return estimate_fit_memory(
         experiments.n_foci, n_grid, grid.n_voxels, ma_entries=entries, n_experiments=experiments.n_experiments,
-        n_blocks=n_blocks, n_tiles=_n_tiles(grid.shape, (TILE,) * 3), n_slabs=_n_tiles(grid.shape, SLAB),
+        n_blocks=n_blocks, n_slabs=_n_tiles(grid.shape, SLAB), n_sparse_slabs=_n_tiles(grid.shape, SPARSE_SLAB),
         kernel_voxels=max(kvox.values()), full_ma=full_ma, report=report,
     )
 

@@ -13,22 +13,23 @@ How an iteration is computed:
    Turkeltaub 2012). Every path below adds, at every voxel, the same values in
    the same order (experiment order) as this plain accumulation
    (``_accumulate``), so all paths give the same bits.
-2. Pruned path (``_pruned``): an upper bound of ALE per 2x2x2-voxel block
-   (the product of the kernels' block maxima over all foci, float32 with a
-   rigorous rounding margin) selects the candidate blocks that could exceed
-   the cluster-forming threshold. Foci are binned into the ``TILE``^3-voxel
-   tiles their kernel boxes touch, and each candidate block is accumulated in
-   an 8-voxel buffer from the foci of its tile (``_exact_blocks``). If no voxel
-   exceeds the threshold the iteration is recomputed on the whole grid, so the
-   maximum ALE is always exact.
-3. Whole-grid path (``_tiled``, when more than ``MAX_CANDIDATE_SHARE`` of the
-   blocks are candidates): foci binned into ``SLAB``-shaped tiles (narrow
-   across, long along the grid's fastest axis, so the innermost loops run over
-   whole kernel rows), each accumulated in a cache-resident buffer,
+2. Slabs (``_tiled``): foci are binned into tiles narrow across and long
+   along the grid's fastest axis (so the innermost loops run over whole
+   kernel rows), and each tile is accumulated in a cache-resident buffer,
    experiment by experiment (an experiment with several foci in the tile is
    combined by minimum in a second buffer, then added box by box). Kernel
    rows are zero-padded so each row is a few eight-wide vector operations
    (``simd``) rather than a loop with its own setup.
+3. Pruned path (``_pruned``): an upper bound of ALE per 2x2x2-voxel block
+   (the product of the kernels' block maxima over all foci, float32 with a
+   rigorous rounding margin) selects the candidate blocks that could exceed
+   the cluster-forming threshold; only the ``SPARSE_SLAB`` tiles holding
+   candidates are computed, each over the z-range its candidates span and
+   from the foci that reach it. If no voxel exceeds the threshold the
+   iteration is recomputed on the whole grid, so the maximum ALE is always
+   exact. When more than ``MAX_CANDIDATE_SHARE`` of the blocks are candidates
+   (hundreds of experiments), the whole grid is computed on ``SLAB`` tiles
+   directly.
 4. The supra-threshold voxels are labelled by flood fill with 6-, 18- or
    26-connectivity; cluster size is the voxel count and cluster mass the sum of
    ``ALE - threshold``.
@@ -47,23 +48,26 @@ from alemap.inference.simd import LANES, add8, flush8, min8
 
 __all__ = ["Workspace", "run_batch", "neighbour_offsets"]
 
-#: Above this share of candidate blocks the pruned path costs more than the whole grid. Both
-#: costs grow with the number of foci, so the break-even share hardly depends on it: measured
-#: on Neurosynth tables and the finger set (one thread, session 5), it is 0.046-0.052 for 50-300
-#: tables (e.g. 150 tables, share 0.097: pruned 26.5 ms, whole grid 13.5 ms).
-MAX_CANDIDATE_SHARE = 0.05
+#: Above this share of candidate blocks the pruned path (bound pass, then the slabs holding
+#: candidates) costs more than the whole grid (one thread, session 5, Neurosynth tables: share
+#: 0.064 at 100 tables 7.6 vs 12.2 ms, 0.10 at 150 tables 15.3 vs 13.5 ms).
+MAX_CANDIDATE_SHARE = 0.08
 #: Iterations to skip pruning after it did not pay (results are identical either way).
 PRUNE_BACKOFF = 15
-#: Edge of the tiles the pruned path bins foci into (voxels); a 2x2x2 block lies in one tile.
-TILE = 8
 #: Tiles of the whole-grid path (voxels along x, y, z): whole kernel rows along z fit in one
 #: (17 voxels for 20 subjects on the 2 mm grid), and the two float64 buffers (48 KiB) stay in
 #: L1/L2. Measured against 8^3 tiles (Neurosynth tables, one thread, same bits): 1,000 tables
 #: ~30 % less time, 100-300 tables 30-40 % (docs/dev-notes/session-4.md).
 SLAB = (4, 8, 96)
+#: Tiles of the pruned path: narrower across, so that the slabs holding candidate blocks cover
+#: less of the grid (one thread, session 5: finger set 0.97 ms vs 1.28 with ``SLAB``, 100
+#: Neurosynth tables 6.3 vs 7.0; for the whole grid ``SLAB`` is 10-15 % faster).
+SPARSE_SLAB = (4, 4, 96)
 #: Zeros after each kernel row (``MonteCarloPlan.log1m_rows``) and spare elements after the
 #: slab buffers: the whole-grid path adds rows eight voxels at a time (``simd``).
 ROW_PAD = LANES
+#: Voxels of the larger slab (the buffers hold either).
+SLAB_VOXELS = max(SLAB[0] * SLAB[1] * SLAB[2], SPARSE_SLAB[0] * SPARSE_SLAB[1] * SPARSE_SLAB[2])
 
 
 def neighbour_offsets(connectivity: int) -> np.ndarray:
@@ -89,23 +93,26 @@ class Workspace:
         self.stack = np.empty(n_grid, dtype=np.int64)
         self.bound = np.zeros(n_blocks, dtype=np.float32)
         self.cand_list = np.empty(n_blocks, dtype=np.int64)
-        self.tile_acc = np.zeros(SLAB[0] * SLAB[1] * SLAB[2] + ROW_PAD)
-        self.tile_comb = np.zeros(SLAB[0] * SLAB[1] * SLAB[2] + ROW_PAD)
-        self.tile_ptr = np.zeros(1, dtype=np.int64)
+        self.tile_acc = np.zeros(SLAB_VOXELS + ROW_PAD)
+        self.tile_comb = np.zeros(SLAB_VOXELS + ROW_PAD)
         self.slab_ptr = np.zeros(1, dtype=np.int64)
+        self.sparse_ptr = np.zeros(1, dtype=np.int64)
+        self.sparse_z = np.zeros((0, 2), dtype=np.int64)
         self.tile_list = np.empty(0, dtype=np.int32)
 
     def tiles_for(self, plan):
-        """Bin pointers of both tilings (``TILE``^3, ``SLAB``) and the shared bin list, sized
-        for ``plan`` (allocated on first use)."""
-        if self.tile_ptr.shape[0] != plan.n_tiles + 1:
-            self.tile_ptr = np.zeros(plan.n_tiles + 1, dtype=np.int64)
+        """Bin pointers of both tilings (``SLAB``, ``SPARSE_SLAB``), the z-ranges of the
+        pruned path's slabs and the shared bin list, sized for ``plan`` (allocated on first
+        use)."""
         if self.slab_ptr.shape[0] != plan.n_slabs + 1:
             self.slab_ptr = np.zeros(plan.n_slabs + 1, dtype=np.int64)
+        if self.sparse_ptr.shape[0] != plan.n_sparse_slabs + 1:
+            self.sparse_ptr = np.zeros(plan.n_sparse_slabs + 1, dtype=np.int64)
+            self.sparse_z = np.zeros((plan.n_sparse_slabs, 2), dtype=np.int64)
         need = plan.n_foci * plan.max_tiles_per_focus
         if self.tile_list.shape[0] < need:
             self.tile_list = np.empty(need, dtype=np.int32)
-        return self.tile_ptr, self.slab_ptr, self.tile_list
+        return self.slab_ptr, self.sparse_ptr, self.sparse_z, self.tile_list
 
 
 @numba.njit(cache=True, nogil=True, inline="always")
@@ -267,30 +274,26 @@ def _keep_if_supra(v, x, log_cut, cut_ale, supra, n_supra, label, values):
     return n_supra
 
 
-@numba.njit(cache=True, nogil=True, inline="always")
-def _tile_range(ijk, f, r, shape, dims):
-    """Tiles of edges ``dims`` (inclusive ranges per axis) that focus f's kernel box touches."""
-    i0 = max(0, ijk[f, 0] - r) // dims[0]
-    i1 = min(shape[0] - 1, ijk[f, 0] + r) // dims[0]
-    j0 = max(0, ijk[f, 1] - r) // dims[1]
-    j1 = min(shape[1] - 1, ijk[f, 1] + r) // dims[1]
-    k0 = max(0, ijk[f, 2] - r) // dims[2]
-    k1 = min(shape[2] - 1, ijk[f, 2] + r) // dims[2]
-    return i0, i1, j0, j1, k0, k1
-
-
 @numba.njit(cache=True, nogil=True)
-def _bin_pass(ijk, cube_of_focus, width, shape, dims, tshape, tile_in_mask, ptr, lst, fill):
-    """Visit every (in-mask tile, focus) pair: count it into ``ptr[t + 1]``
-    or (``fill``) append the focus to tile t's bin at ``ptr[t]``."""
+def _bin_pass(ijk, cube_of_focus, width, shape, dims, tshape, slab_z, ptr, lst, fill):
+    """Visit every (slab, focus) pair whose kernel box meets the slab's z-range ``slab_z[t]``
+    (empty for slabs without work): count it into ``ptr[t + 1]`` or (``fill``) append the
+    focus to slab t's bin at ``ptr[t]``."""
     TY, TZ = tshape[1], tshape[2]
     for f in range(ijk.shape[0]):
-        i0, i1, j0, j1, k0, k1 = _tile_range(ijk, f, width[cube_of_focus[f]] // 2, shape, dims)
+        r = width[cube_of_focus[f]] // 2
+        z_lo, z_hi = ijk[f, 2] - r, ijk[f, 2] + r + 1
+        i0 = max(0, ijk[f, 0] - r) // dims[0]
+        i1 = min(shape[0] - 1, ijk[f, 0] + r) // dims[0]
+        j0 = max(0, ijk[f, 1] - r) // dims[1]
+        j1 = min(shape[1] - 1, ijk[f, 1] + r) // dims[1]
+        k0 = max(0, z_lo) // dims[2]
+        k1 = min(shape[2] - 1, z_hi - 1) // dims[2]
         for A in range(i0, i1 + 1):
             for B in range(j0, j1 + 1):
                 for C in range(k0, k1 + 1):
                     t = (A * TY + B) * TZ + C
-                    if tile_in_mask[t]:
+                    if slab_z[t, 0] < z_hi and slab_z[t, 1] > z_lo:
                         if fill:
                             lst[ptr[t]] = f
                             ptr[t] += 1
@@ -299,16 +302,16 @@ def _bin_pass(ijk, cube_of_focus, width, shape, dims, tshape, tile_in_mask, ptr,
 
 
 @numba.njit(cache=True, nogil=True)
-def _bin_foci(ijk, cube_of_focus, width, shape, dims, tshape, tile_in_mask, ptr, lst):
-    """Counting sort of (tile, focus) pairs for tiles of edges ``dims`` (grid of ``tshape``
-    tiles); foci stay in order within a tile.
+def _bin_foci(ijk, cube_of_focus, width, shape, dims, tshape, slab_z, ptr, lst):
+    """Counting sort of (slab, focus) pairs for slabs of edges ``dims`` (grid of ``tshape``
+    slabs), keeping foci whose box meets the slab's z-range; foci stay in order within a slab.
 
-    On return tile t's foci are ``lst[ptr[t - 1]:ptr[t]]`` (from 0 for t = 0)."""
+    On return slab t's foci are ``lst[ptr[t - 1]:ptr[t]]`` (from 0 for t = 0)."""
     ptr[:] = 0
-    _bin_pass(ijk, cube_of_focus, width, shape, dims, tshape, tile_in_mask, ptr, lst, False)
+    _bin_pass(ijk, cube_of_focus, width, shape, dims, tshape, slab_z, ptr, lst, False)
     for t in range(ptr.shape[0] - 1):
         ptr[t + 1] += ptr[t]
-    _bin_pass(ijk, cube_of_focus, width, shape, dims, tshape, tile_in_mask, ptr, lst, True)
+    _bin_pass(ijk, cube_of_focus, width, shape, dims, tshape, slab_z, ptr, lst, True)
 
 
 @numba.njit(cache=True, nogil=True, inline="always")
@@ -333,75 +336,10 @@ def _experiment_end(lst, exp_of_focus, p, end):
     return q
 
 
-@numba.njit(cache=True, nogil=True)
-def _exact_blocks(ijk, exp_of_focus, cube_of_focus, log1m_k, start, width, shape, bshape, tshape, tile_in_mask,
-                  cand_list, n_cand, ptr, lst, mask_grid, log_cut, cut_ale, supra, label, values, acc, comb):
-    """Exact log(1 - ALE) in the candidate blocks, block by block.
-
-    Foci are binned into the ``TILE``^3 tiles their kernel boxes touch (in
-    experiment order); a candidate block (2x2x2 voxels, inside one tile) takes
-    the foci of its tile that reach it and accumulates its 8 voxels in a small
-    buffer, experiment by experiment, combining an experiment's foci by
-    minimum first: each voxel receives the same values in the same order as
-    the plain accumulation (bit-identical). Returns (min log1m over the
-    candidates' mask voxels, n_supra); supra voxels get ``label = -1`` and
-    ``values = ALE - threshold``."""
-    nx, ny, nz = shape[0], shape[1], shape[2]
-    BY, BZ = bshape[1], bshape[2]
-    TY, TZ = tshape[1], tshape[2]
-    _bin_foci(ijk, cube_of_focus, width, shape, (TILE, TILE, TILE), tshape, tile_in_mask, ptr, lst)
-    best = 0.0
-    n_supra = 0
-    for t in range(n_cand):
-        q = cand_list[t]
-        A = q // (BY * BZ)
-        B = (q // BZ) % BY
-        C = q % BZ
-        a0, b0, c0 = 2 * A, 2 * B, 2 * C
-        a1, b1, c1 = min(nx, a0 + 2), min(ny, b0 + 2), min(nz, c0 + 2)
-        tile = ((a0 // TILE) * TY + (b0 // TILE)) * TZ + (c0 // TILE)
-        beg = ptr[tile - 1] if tile > 0 else 0
-        end = ptr[tile]
-        for u in range(8):
-            acc[u] = 0.0
-        p = beg
-        while p < end:
-            q2 = _experiment_end(lst, exp_of_focus, p, end)
-            several = q2 - p > 1  # combine this experiment's foci by minimum first (comb is all zero)
-            for u in range(p, q2):
-                w, r, s0, ci, cj, ck, la, ha, lb, hb, lc, hc = _clip_focus(
-                    ijk, lst[u], cube_of_focus, width, start, a0, a1, b0, b1, c0, c1)
-                for a in range(la, ha):
-                    for b in range(lb, hb):
-                        kb = s0 + ((a - ci + r) * w + (b - cj + r)) * w - ck + r
-                        ub = (a - a0) * 4 + (b - b0) * 2 - c0
-                        for c in range(lc, hc):
-                            k = log1m_k[kb + c]
-                            if several:
-                                if k < comb[ub + c]:
-                                    comb[ub + c] = k
-                            else:
-                                acc[ub + c] += k
-            if several:
-                for u in range(8):
-                    acc[u] += comb[u]
-                    comb[u] = 0.0  # all zero again, as the tiled path expects
-            p = q2
-        for a in range(a0, a1):
-            for b in range(b0, b1):
-                for c in range(c0, c1):
-                    v = (a * ny + b) * nz + c
-                    if mask_grid[v]:
-                        x = acc[(a - a0) * 4 + (b - b0) * 2 + (c - c0)]
-                        best = min(best, x)
-                        n_supra = _keep_if_supra(v, x, log_cut, cut_ale, supra, n_supra, label, values)
-    return best, n_supra
-
-
 @numba.njit(cache=True, nogil=True, inline="always")
-def _flush_rows(acc, comb, la, ha, lb, hb, lc, hc, a0, b0, c0):
-    """acc += comb, comb = 0 on the box ``[la, ha) x [lb, hb) x [lc, hc)`` of the slab at (a0, b0, c0)."""
-    SY, SZ = SLAB[1], SLAB[2]
+def _flush_rows(acc, comb, la, ha, lb, hb, lc, hc, a0, b0, c0, SY, SZ):
+    """acc += comb, comb = 0 on the box ``[la, ha) x [lb, hb) x [lc, hc)`` of the slab at
+    (a0, b0, c0), with ``SY`` x ``SZ`` voxels per x-plane."""
     n_c = np.uint64(max(0, hc - lc))
     for a in range(la, ha):
         for b in range(lb, hb):
@@ -412,7 +350,7 @@ def _flush_rows(acc, comb, la, ha, lb, hb, lc, hc, a0, b0, c0):
 
 
 @numba.njit(cache=True, nogil=True, inline="always")
-def _vector_rows(ck, r, lc, hc, c0, c1, nz):
+def _vector_rows(ck, r, lc, hc, c0, c1, nz, SZ):
     """Vector operations per kernel row of a focus clipped to ``[lc, hc)`` in the slab starting
     at ``c0``, or 0 when its rows must run element by element.
 
@@ -422,15 +360,21 @@ def _vector_rows(ck, r, lc, hc, c0, c1, nz):
     buffer row, which is never read (``comb`` is cleared there by the same flush). A row cut by
     a slab border inside the grid takes the element-by-element loop."""
     end = ck + r + 1
-    if end <= c1 or (c1 == nz and end <= c0 + SLAB[2]):
+    if end <= c1 or (c1 == nz and end <= c0 + SZ):
         return (hc - lc + LANES - 1) // LANES
     return 0
 
 
 @numba.njit(cache=True, nogil=True)
-def _tiled(ijk, exp_of_focus, cube_of_focus, log1m_k, start, width, rows, row_start, shape, sshape,
-           slab_in_mask, mask_grid, log_cut, cut_ale, supra, label, values, ptr, lst, acc, comb):
-    """Whole-grid iteration, slab by slab (``SLAB``-shaped tiles): exact max and supra voxels.
+def _tiled(ijk, exp_of_focus, cube_of_focus, start, width, rows, row_start, shape, dims, sshape, slab_z,
+           mask_grid, log_cut, cut_ale, supra, label, values, ptr, lst, acc, comb):
+    """Exact log(1 - ALE), slab by slab (tiles of edges ``dims``, a grid of ``sshape``), in
+    each slab's z-range ``slab_z[t]`` (empty: skipped): the max and the supra voxels there.
+
+    The whole-grid pass gives every in-mask ``SLAB`` its whole z-range; the
+    pruned path gives each ``SPARSE_SLAB`` the z-range of its candidate blocks
+    (only foci reaching that range are binned to it, so values outside it are
+    partial and not read).
 
     An experiment with several foci in the slab is combined by minimum in
     ``comb`` and then added box by box (a box overlapping one already added
@@ -441,9 +385,9 @@ def _tiled(ijk, exp_of_focus, cube_of_focus, log1m_k, start, width, rows, row_st
     log1m over the mask, n_supra); supra voxels get ``label = -1`` and
     ``values = ALE - threshold`` as in the pruned path."""
     nx, ny, nz = shape[0], shape[1], shape[2]
-    SX, SY, SZ = SLAB
+    SX, SY, SZ = dims
     TY, TZ = sshape[1], sshape[2]
-    _bin_foci(ijk, cube_of_focus, width, shape, SLAB, sshape, slab_in_mask, ptr, lst)
+    _bin_foci(ijk, cube_of_focus, width, shape, dims, sshape, slab_z, ptr, lst)
     best = 0.0
     n_supra = 0
     beg = 0
@@ -455,7 +399,7 @@ def _tiled(ijk, exp_of_focus, cube_of_focus, log1m_k, start, width, rows, row_st
         b0 = ((t // TZ) % TY) * SY
         c0 = (t % TZ) * SZ
         a1, b1, c1 = min(nx, a0 + SX), min(ny, b0 + SY), min(nz, c0 + SZ)
-        acc[:] = 0.0
+        acc[: SX * SY * SZ + ROW_PAD] = 0.0
         p = beg
         while p < end:
             q = _experiment_end(lst, exp_of_focus, p, end)
@@ -468,7 +412,7 @@ def _tiled(ijk, exp_of_focus, cube_of_focus, log1m_k, start, width, rows, row_st
                     continue
                 stride = w + ROW_PAD
                 r0 = row_start[cube_of_focus[f]] - ck + r + lc
-                n_vec = _vector_rows(ck, r, lc, hc, c0, c1, nz)
+                n_vec = _vector_rows(ck, r, lc, hc, c0, c1, nz, SZ)
                 for a in range(la, ha):
                     for b in range(lb, hb):
                         tb = ((a - a0) * SY + (b - b0)) * SZ - c0 + lc
@@ -494,9 +438,9 @@ def _tiled(ijk, exp_of_focus, cube_of_focus, log1m_k, start, width, rows, row_st
                         ijk, lst[u], cube_of_focus, width, start, a0, a1, b0, b1, c0, c1)
                     if hc <= lc:
                         continue
-                    n_vec = _vector_rows(ck, r, lc, hc, c0, c1, nz)
+                    n_vec = _vector_rows(ck, r, lc, hc, c0, c1, nz, SZ)
                     if n_vec == 0:
-                        _flush_rows(acc, comb, la, ha, lb, hb, lc, hc, a0, b0, c0)
+                        _flush_rows(acc, comb, la, ha, lb, hb, lc, hc, a0, b0, c0, SY, SZ)
                         continue
                     for a in range(la, ha):
                         for b in range(lb, hb):
@@ -504,11 +448,12 @@ def _tiled(ijk, exp_of_focus, cube_of_focus, log1m_k, start, width, rows, row_st
                             for h in range(n_vec):
                                 flush8(acc, comb, tb + LANES * h)
             p = q
+        z0, z1 = max(c0, slab_z[t, 0]), min(c1, slab_z[t, 1])
         for a in range(a0, a1):
             for b in range(b0, b1):
                 base = (a * ny + b) * nz
                 tb = ((a - a0) * SY + (b - b0)) * SZ - c0
-                for c in range(c0, c1):
+                for c in range(z0, z1):
                     v = base + c
                     if mask_grid[v]:
                         x = acc[tb + c]
@@ -519,11 +464,28 @@ def _tiled(ijk, exp_of_focus, cube_of_focus, log1m_k, start, width, rows, row_st
 
 
 @numba.njit(cache=True, nogil=True)
-def _pruned(ijk, exp_offsets, cube_of_exp, cube_of_focus, log1m_k, start, width, shape,
-            blog, bstart, bwidth, dlo, bshape, block_in_mask, mask_grid, log_cut, bound_cut, cut_ale,
-            combine, supra, label, bound, cand_list, exp_of_focus, tshape, tile_in_mask, tile_ptr, tile_list,
-            tile_acc, tile_comb):
-    """Iteration restricted to blocks whose bound can exceed the threshold.
+def _candidate_ranges(cand_list, n_cand, bshape, sparse_shape, sparse_z):
+    """z-range of each ``SPARSE_SLAB`` that its candidate blocks span (empty without one).
+
+    A 2x2x2 block lies in one slab (the slab edges are even)."""
+    sparse_z[:, 0] = np.iinfo(np.int64).max
+    sparse_z[:, 1] = np.iinfo(np.int64).min
+    BY, BZ = bshape[1], bshape[2]
+    TY, TZ = sparse_shape[1], sparse_shape[2]
+    SX, SY, SZ = SPARSE_SLAB
+    for i in range(n_cand):
+        q = cand_list[i]
+        a, b, c = 2 * (q // (BY * BZ)), 2 * ((q // BZ) % BY), 2 * (q % BZ)
+        t = ((a // SX) * TY + b // SY) * TZ + c // SZ
+        sparse_z[t, 0] = min(sparse_z[t, 0], c)
+        sparse_z[t, 1] = max(sparse_z[t, 1], c + 2)
+
+
+@numba.njit(cache=True, nogil=True)
+def _pruned(ijk, exp_of_focus, cube_of_focus, start, width, rows, row_start, shape, blog, bstart, bwidth, dlo,
+            bshape, block_in_mask, mask_grid, log_cut, bound_cut, cut_ale, combine, supra, label, bound,
+            cand_list, sparse_shape, sparse_ptr, sparse_z, lst, acc, comb):
+    """Iteration restricted to the slabs holding blocks whose bound can exceed the threshold.
 
     Returns (min log1m, n_supra); n_supra = -1 asks for the brute-force path
     (no voxel above threshold, so the maximum may lie outside the candidates),
@@ -540,20 +502,20 @@ def _pruned(ijk, exp_offsets, cube_of_exp, cube_of_focus, log1m_k, start, width,
     bound[:] = 0.0
     if n_cand > MAX_CANDIDATE_SHARE * n_in:
         return 0.0, -2  # pruning would not pay: let the caller compute the whole grid
-    best, n_supra = _exact_blocks(ijk, exp_of_focus, cube_of_focus, log1m_k, start, width, shape, bshape, tshape,
-                                  tile_in_mask, cand_list, n_cand, tile_ptr, tile_list, mask_grid, log_cut, cut_ale,
-                                  supra, label, combine, tile_acc, tile_comb)
+    _candidate_ranges(cand_list, n_cand, bshape, sparse_shape, sparse_z)
+    best, n_supra = _tiled(ijk, exp_of_focus, cube_of_focus, start, width, rows, row_start, shape, SPARSE_SLAB,
+                           sparse_shape, sparse_z, mask_grid, log_cut, cut_ale, supra, label, combine,
+                           sparse_ptr, lst, acc, comb)
     if n_supra == 0:
         return best, -1
     return best, n_supra
 
 
 @numba.njit(cache=True, nogil=True)
-def run_batch_kernel(draws, mask_ijk, mask_flat, mask_grid, exp_offsets, cube_of_exp, cube_of_focus,
-                     log1m_k, start, width, rows, row_start, shape, blog, bstart, bwidth, dlo, bshape, block_in_mask,
-                     log_cut, cut_ale, nbr, prune, combine, label, supra, stack, bound,
-                     cand_list, exp_of_focus, tshape, tile_in_mask, sshape, slab_in_mask, tile_ptr, slab_ptr,
-                     tile_list, tile_acc, tile_comb, bound_cut, out_ale, out_size, out_mass):
+def run_batch_kernel(draws, mask_ijk, mask_grid, exp_of_focus, cube_of_focus, start, width, rows, row_start,
+                     shape, blog, bstart, bwidth, dlo, bshape, block_in_mask, log_cut, cut_ale, bound_cut, nbr,
+                     sshape, slab_z, sparse_shape, prune, combine, label, supra, stack, bound, cand_list,
+                     slab_ptr, sparse_ptr, sparse_z, lst, acc, comb, out_ale, out_size, out_mass):
     """Run ``draws.shape[0]`` iterations; ``draws[t]`` holds in-mask voxel
     numbers for every focus (in experiment order)."""
     n_foci = draws.shape[1]
@@ -567,19 +529,18 @@ def run_batch_kernel(draws, mask_ijk, mask_flat, mask_grid, exp_offsets, cube_of
             ijk[f, 2] = mask_ijk[m, 2]
         n_supra = -1
         if prune and skip_prune == 0:
-            best, n_supra = _pruned(ijk, exp_offsets, cube_of_exp, cube_of_focus, log1m_k, start,
-                                    width, shape, blog, bstart, bwidth, dlo, bshape, block_in_mask,
-                                    mask_grid, log_cut, bound_cut, cut_ale, combine, supra, label,
-                                    bound, cand_list, exp_of_focus, tshape, tile_in_mask, tile_ptr, tile_list,
-                                    tile_acc, tile_comb)
+            best, n_supra = _pruned(ijk, exp_of_focus, cube_of_focus, start, width, rows, row_start, shape, blog,
+                                    bstart, bwidth, dlo, bshape, block_in_mask, mask_grid, log_cut, bound_cut,
+                                    cut_ale, combine, supra, label, bound, cand_list, sparse_shape, sparse_ptr,
+                                    sparse_z, lst, acc, comb)
         if n_supra == -2:
             skip_prune = PRUNE_BACKOFF  # dense null: stop trying for a while, then look again
         elif skip_prune > 0:
             skip_prune -= 1
         if n_supra < 0:
-            best, n_supra = _tiled(ijk, exp_of_focus, cube_of_focus, log1m_k, start, width, rows, row_start,
-                                   shape, sshape, slab_in_mask, mask_grid, log_cut, cut_ale, supra, label,
-                                   combine, slab_ptr, tile_list, tile_acc, tile_comb)
+            best, n_supra = _tiled(ijk, exp_of_focus, cube_of_focus, start, width, rows, row_start, shape, SLAB,
+                                   sshape, slab_z, mask_grid, log_cut, cut_ale, supra, label, combine, slab_ptr,
+                                   lst, acc, comb)
         size, mass = _clusters(supra, n_supra, combine, label, stack, shape, nbr)
         for q in range(n_supra):
             combine[supra[q]] = 0.0
@@ -591,11 +552,9 @@ def run_batch_kernel(draws, mask_ijk, mask_flat, mask_grid, exp_offsets, cube_of
 def run_batch(draws, plan, ws: Workspace, out_ale, out_size, out_mass, prune: bool = True) -> None:
     """Run one batch of iterations on the CPU (releases the GIL)."""
     run_batch_kernel(
-        draws, plan.mask_ijk, plan.mask_flat, plan.mask_grid, plan.exp_offsets, plan.cube_of_exp,
-        plan.cube_of_focus, plan.log1m_k, plan.start, plan.width, plan.log1m_rows, plan.row_start, plan.shape,
-        plan.blog,
-        plan.bstart, plan.bwidth, plan.dlo, plan.bshape, plan.block_in_mask, plan.log_cut,
-        plan.cut_ale, plan.nbr, prune, ws.combine, ws.label, ws.supra, ws.stack,
-        ws.bound, ws.cand_list, plan.exp_of_focus, plan.tshape, plan.tile_in_mask, plan.sshape,
-        plan.slab_in_mask, *ws.tiles_for(plan), ws.tile_acc, ws.tile_comb, plan.bound_cut, out_ale, out_size, out_mass,
+        draws, plan.mask_ijk, plan.mask_grid, plan.exp_of_focus, plan.cube_of_focus, plan.start, plan.width,
+        plan.log1m_rows, plan.row_start, plan.shape, plan.blog, plan.bstart, plan.bwidth, plan.dlo, plan.bshape,
+        plan.block_in_mask, plan.log_cut, plan.cut_ale, plan.bound_cut, plan.nbr, plan.sshape, plan.slab_z,
+        plan.sparse_shape, prune, ws.combine, ws.label, ws.supra, ws.stack, ws.bound, ws.cand_list,
+        *ws.tiles_for(plan), ws.tile_acc, ws.tile_comb, out_ale, out_size, out_mass,
     )

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from alemap.inference.cpu import ROW_PAD, SLAB, TILE, neighbour_offsets
+from alemap.inference.cpu import ROW_PAD, SLAB, SPARSE_SLAB, neighbour_offsets
 from alemap.kernels.gaussian import KernelCubes, block_bounds
 
 __all__ = ["MonteCarloPlan", "make_plan"]
@@ -43,10 +43,9 @@ class MonteCarloPlan:
     bshape: np.ndarray
     block_in_mask: np.ndarray
     exp_of_focus: np.ndarray
-    tshape: np.ndarray
-    tile_in_mask: np.ndarray
     sshape: np.ndarray
-    slab_in_mask: np.ndarray
+    slab_z: np.ndarray
+    sparse_shape: np.ndarray
     bound_cut: float
     log1m_rows: np.ndarray
     row_start: np.ndarray
@@ -67,14 +66,14 @@ class MonteCarloPlan:
         return int(np.prod(self.bshape))
 
     @property
-    def n_tiles(self) -> int:
-        """Tiles of TILE^3 voxels covering the grid (pruned path)."""
-        return int(np.prod(self.tshape))
-
-    @property
     def n_slabs(self) -> int:
         """Tiles of SLAB voxels covering the grid (whole-grid path)."""
         return int(np.prod(self.sshape))
+
+    @property
+    def n_sparse_slabs(self) -> int:
+        """Tiles of SPARSE_SLAB voxels covering the grid (pruned path)."""
+        return int(np.prod(self.sparse_shape))
 
     @property
     def max_tiles_per_focus(self) -> int:
@@ -105,8 +104,8 @@ def make_plan(
     padded = np.zeros(tuple(2 * bshape), dtype=bool)
     padded[: mask.shape[0], : mask.shape[1], : mask.shape[2]] = mask
     block_in_mask = padded.reshape(bshape[0], 2, bshape[1], 2, bshape[2], 2).any(axis=(1, 3, 5))
-    tshape, tile_in_mask = _tiling(mask, (TILE, TILE, TILE))
     sshape, slab_in_mask = _tiling(mask, SLAB)
+    sparse_shape, _ = _tiling(mask, SPARSE_SLAB)
     cube_of_exp = np.asarray(cube_of_exp, dtype=np.int64)
     mask_ijk = np.column_stack(np.unravel_index(mask_flat, mask.shape)).astype(np.int64)
     return MonteCarloPlan(
@@ -130,10 +129,9 @@ def make_plan(
         bshape=bshape.astype(np.int64),
         block_in_mask=block_in_mask.ravel().astype(np.uint8),
         exp_of_focus=np.repeat(np.arange(len(exp_offsets) - 1), np.diff(exp_offsets)).astype(np.int64),
-        tshape=tshape,
-        tile_in_mask=tile_in_mask,
         sshape=sshape,
-        slab_in_mask=slab_in_mask,
+        slab_z=_slab_z_ranges(sshape, slab_in_mask, mask.shape[2]),
+        sparse_shape=sparse_shape,
         bound_cut=_bound_cut(float(np.log1p(-cut_ale)), int(exp_offsets[-1])),
         **_kernel_rows(cubes),
     )
@@ -153,10 +151,19 @@ def _kernel_rows(cubes: KernelCubes) -> dict:
 
 
 def tiles_per_focus(width: int) -> int:
-    """Most tiles of either tiling (``TILE``^3, ``SLAB``) a kernel box of edge ``width`` touches."""
+    """Most tiles of either tiling (``SLAB``, ``SPARSE_SLAB``) a kernel box of edge ``width`` touches."""
     def most(dims):
         return int(np.prod([(width + d - 2) // d + 1 for d in dims]))
-    return max(most((TILE, TILE, TILE)), most(SLAB))
+    return max(most(SLAB), most(SPARSE_SLAB))
+
+
+def _slab_z_ranges(sshape: np.ndarray, slab_in_mask: np.ndarray, nz: int) -> np.ndarray:
+    """The whole-grid pass's z-range of each ``SLAB`` tile: all of it for tiles holding a mask
+    voxel, none for the others (``cpu._tiled``)."""
+    c0 = (np.arange(int(np.prod(sshape))) % sshape[2]) * SLAB[2]
+    z = np.column_stack([c0, np.minimum(c0 + SLAB[2], nz)]).astype(np.int64)
+    z[slab_in_mask == 0] = 0
+    return np.ascontiguousarray(z)
 
 
 def _tiling(mask: np.ndarray, dims) -> tuple[np.ndarray, np.ndarray]:
