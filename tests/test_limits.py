@@ -108,7 +108,8 @@ def test_limits_mirror_the_engine_tilings():
     from alemap.inference import cpu
     from alemap.inference.plan import tiles_per_focus
 
-    assert (limits.SLAB, limits.SPARSE_SLAB, limits.ROW_PAD) == (cpu.SLAB, cpu.SPARSE_SLAB, cpu.ROW_PAD)
+    assert (limits.SLAB, limits.SPARSE_SLAB, limits.ROW_PAD, limits.BOUND_PAD) == \
+        (cpu.SLAB, cpu.SPARSE_SLAB, cpu.ROW_PAD, cpu.BOUND_PAD)
     for width in (5, 17, 31, 41):
         assert limits._tiles_per_focus(width**3) == tiles_per_focus(width)
 

@@ -510,3 +510,33 @@ def test_float32_block_bounds_never_miss_a_candidate():
             b32 += t32[:, j]
         for cut in np.quantile(exact, [0.05, 0.5, 0.95]):
             assert np.all(b32[exact < cut] < _bound_cut(float(cut), n))
+
+
+def test_bound_pass_equals_plain_float32_sums():
+    """The engine's bound pass (rows added sixteen values at a time, rows cut by the grid's
+    end value by value) equals adding each focus's clipped block-bound cube in focus order in
+    float32, bit for bit; foci on every face of a box grid, kernels of several sizes."""
+    grid = box_grid((23, 21, 19))
+    n_subjects = np.array([1, 12, 40])
+    counts = np.array([6, 9, 5])
+    cubes = kernel_cubes(n_subjects)
+    plan = make_plan(grid.mask, np.concatenate([[0], np.cumsum(counts)]), cubes.index(n_subjects), cubes, 0.01)
+    rng = np.random.default_rng(4)
+    shape = np.asarray(grid.shape)
+    ijk = rng.integers(0, shape, size=(plan.n_foci, 3))
+    ijk[:6] = [[0, 0, 0], [22, 20, 18], [0, 10, 18], [22, 0, 9], [11, 20, 0], [5, 5, 17]]
+    ws = cpu.Workspace(plan.n_grid, plan.n_blocks)
+    cpu._bound_pass(ijk, plan.cube_of_focus, plan.blog, plan.bstart, plan.bwidth, plan.dlo, plan.bshape, ws.bound)
+    bshape = tuple(plan.bshape)
+    ref = np.zeros(bshape, dtype=np.float32)
+    for f, (i, j, k) in enumerate(ijk):
+        c = plan.cube_of_focus[f]
+        nb, lo = int(plan.bwidth[c]), int(plan.dlo[c])
+        start = plan.bstart[8 * c + 4 * (i & 1) + 2 * (j & 1) + (k & 1)]
+        cube = plan.blog[start : start + nb * nb * (nb + cpu.BOUND_PAD)].reshape(nb, nb, -1)[:, :, :nb]
+        corner = np.array([i >> 1, j >> 1, k >> 1]) + lo
+        lo_b, hi_b = np.maximum(corner, 0), np.minimum(corner + nb, bshape)
+        sub = tuple(slice(a - c0, b - c0) for a, b, c0 in zip(lo_b, hi_b, corner))
+        ref[tuple(slice(a, b) for a, b in zip(lo_b, hi_b))] += cube[sub]
+    assert np.array_equal(ws.bound[: plan.n_blocks], ref.ravel())
+    assert not ws.bound[plan.n_blocks :].any()  # the spare values past the grid receive zeros only

@@ -93,8 +93,10 @@ GRID_VOLUMES = 6
 #: checks they agree).
 SLAB = (4, 8, 96)
 SPARSE_SLAB = (4, 4, 96)
-#: Spare elements after each slab buffer (alemap.inference.cpu.ROW_PAD).
+#: Spare elements after each slab buffer (alemap.inference.cpu.ROW_PAD) and after the block
+#: bounds (BOUND_PAD).
 ROW_PAD = 8
+BOUND_PAD = 16
 
 
 def _tiles_per_focus(kernel_voxels: int) -> int:
@@ -244,6 +246,7 @@ def estimate_fit_memory(
         + WORKSPACE_BYTES_PER_BLOCK * n_blocks
         + 8 * (n_slabs + 1) + 8 * (n_sparse_slabs + 1)  # bin pointers of both tilings
         + 16 * n_sparse_slabs  # the pruned path's z-range per sparse slab
+        + 4 * BOUND_PAD  # spare float32 values after the block bounds
         + 2 * 8 * (max(int(np.prod(SLAB)), int(np.prod(SPARSE_SLAB))) + ROW_PAD)  # the two tile buffers
         + 2 * BATCH * n_foci * 8  # relocated foci of one batch, and the generator's temporary
         + 3 * 8 * n_foci  # voxel indices of one iteration

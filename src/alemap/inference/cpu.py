@@ -44,7 +44,7 @@ from __future__ import annotations
 import numba
 import numpy as np
 
-from alemap.inference.simd import LANES, add8, flush8, min8
+from alemap.inference.simd import LANES, LANES_F32, add8, add16f, flush8, min8
 
 __all__ = ["Workspace", "run_batch", "neighbour_offsets"]
 
@@ -66,6 +66,9 @@ SPARSE_SLAB = (4, 4, 96)
 #: Zeros after each kernel row (``MonteCarloPlan.log1m_rows``) and spare elements after the
 #: slab buffers: the whole-grid path adds rows eight voxels at a time (``simd``).
 ROW_PAD = LANES
+#: Zeros after each row of the block bounds (``MonteCarloPlan.blog``) and spare elements after
+#: the bound grid: the bound pass adds rows sixteen float32 values at a time.
+BOUND_PAD = LANES_F32
 #: Voxels of the larger slab (the buffers hold either).
 SLAB_VOXELS = max(SLAB[0] * SLAB[1] * SLAB[2], SPARSE_SLAB[0] * SPARSE_SLAB[1] * SPARSE_SLAB[2])
 
@@ -91,7 +94,7 @@ class Workspace:
         self.label = np.zeros(n_grid, dtype=np.int32)
         self.supra = np.empty(n_grid, dtype=np.int64)
         self.stack = np.empty(n_grid, dtype=np.int64)
-        self.bound = np.zeros(n_blocks, dtype=np.float32)
+        self.bound = np.zeros(n_blocks + BOUND_PAD, dtype=np.float32)
         self.cand_list = np.empty(n_blocks, dtype=np.int64)
         self.tile_acc = np.zeros(SLAB_VOXELS + ROW_PAD)
         self.tile_comb = np.zeros(SLAB_VOXELS + ROW_PAD)
@@ -240,7 +243,11 @@ def _clusters(supra, n_supra, values, label, stack, shape, nbr):
 
 @numba.njit(cache=True, nogil=True)
 def _bound_pass(ijk, cube_of_focus, blog, bstart, bwidth, dlo, bshape, bound):
-    """Upper bound of log(1 - ALE) per 2x2x2 block (product over all foci)."""
+    """Upper bound of log(1 - ALE) per 2x2x2 block (product over all foci).
+
+    Bound cube rows carry ``BOUND_PAD`` zeros (row stride ``nb + BOUND_PAD``)
+    and are added sixteen values at a time; a row cut by the grid's end is
+    added value by value (the spill would reach the next row)."""
     BX, BY, BZ = bshape[0], bshape[1], bshape[2]
     for f in range(ijk.shape[0]):
         j = cube_of_focus[f]
@@ -253,11 +260,15 @@ def _bound_pass(ijk, cube_of_focus, blog, bstart, bwidth, dlo, bshape, bound):
         for A in range(max(0, I0), min(BX, I0 + nb)):
             for B in range(max(0, J0), min(BY, J0 + nb)):
                 c0 = max(0, K0)
-                # unsigned indices (no negative-index wrap-around): the loop vectorises
-                dst = np.uint64((A * BY + B) * BZ + c0)
-                src = np.uint64(s0 + ((A - I0) * nb + (B - J0)) * nb - K0 + c0)
-                for C in range(np.uint64(max(0, min(BZ, K0 + nb) - c0))):
-                    bound[dst + C] += blog[src + C]
+                n_c = min(BZ, K0 + nb) - c0
+                dst = (A * BY + B) * BZ + c0
+                src = s0 + ((A - I0) * nb + (B - J0)) * (nb + BOUND_PAD) - K0 + c0
+                if K0 + nb <= BZ:
+                    for h in range((n_c + LANES_F32 - 1) // LANES_F32):
+                        add16f(bound, dst + LANES_F32 * h, blog, src + LANES_F32 * h)
+                else:
+                    for C in range(n_c):
+                        bound[dst + C] += blog[src + C]
 
 
 @numba.njit(cache=True, nogil=True, inline="always")
@@ -493,7 +504,7 @@ def _pruned(ijk, exp_of_focus, cube_of_focus, start, width, rows, row_start, sha
     _bound_pass(ijk, cube_of_focus, blog, bstart, bwidth, dlo, bshape, bound)
     n_cand = 0
     n_in = 0
-    for q in range(bound.shape[0]):
+    for q in range(block_in_mask.shape[0]):
         if block_in_mask[q]:
             n_in += 1
             if bound[q] < bound_cut:

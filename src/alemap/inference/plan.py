@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from alemap.inference.cpu import ROW_PAD, SLAB, SPARSE_SLAB, neighbour_offsets
+from alemap.inference.cpu import BOUND_PAD, ROW_PAD, SLAB, SPARSE_SLAB, neighbour_offsets
 from alemap.kernels.gaussian import KernelCubes, block_bounds
 
 __all__ = ["MonteCarloPlan", "make_plan"]
@@ -122,8 +122,7 @@ def make_plan(
         nbr=neighbour_offsets(connectivity),
         mask_grid=np.ascontiguousarray(mask.ravel().astype(np.uint8)),
         cube_of_focus=np.repeat(cube_of_exp, np.diff(exp_offsets)).astype(np.int64),
-        blog=_round_down_f32(bb.log1m),
-        bstart=bb.start,
+        **_bound_rows(bb),
         bwidth=bb.bwidth,
         dlo=bb.dlo,
         bshape=bshape.astype(np.int64),
@@ -148,6 +147,21 @@ def _kernel_rows(cubes: KernelCubes) -> dict:
         parts.append(rows.ravel())
         starts.append(starts[-1] + rows.size)
     return {"log1m_rows": np.concatenate(parts), "row_start": np.asarray(starts, dtype=np.int64)}
+
+
+def _bound_rows(bb) -> dict:
+    """Block bounds (float32, rounded down) with every row followed by ``BOUND_PAD`` zeros,
+    for the bound pass's sixteen-wide row additions: cube ``8 j + parity`` (edge nb) occupies
+    ``blog[bstart[8 j + parity]:]`` as an (nb, nb, nb + BOUND_PAD) array in C order."""
+    parts, starts = [], [0]
+    low = _round_down_f32(bb.log1m)
+    for c in range(len(bb.start) - 1):
+        nb = int(bb.bwidth[c // 8])
+        rows = np.zeros((nb, nb, nb + BOUND_PAD), dtype=np.float32)
+        rows[:, :, :nb] = low[bb.start[c] : bb.start[c + 1]].reshape(nb, nb, nb)
+        parts.append(rows.ravel())
+        starts.append(starts[-1] + rows.size)
+    return {"blog": np.concatenate(parts), "bstart": np.asarray(starts, dtype=np.int64)}
 
 
 def tiles_per_focus(width: int) -> int:

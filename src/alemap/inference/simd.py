@@ -22,23 +22,25 @@ from llvmlite import ir
 from numba import types
 from numba.extending import intrinsic
 
-__all__ = ["LANES", "add8", "min8", "flush8"]
+__all__ = ["LANES", "LANES_F32", "add8", "add16f", "min8", "flush8"]
 
-#: Elements per operation.
+#: Elements per operation (float64; float32 for ``add16f``).
 LANES = 8
+LANES_F32 = 16
 _VEC = ir.VectorType(ir.DoubleType(), LANES)
+_VEC_F32 = ir.VectorType(ir.FloatType(), LANES_F32)
 
 
-def _vector_at(context, builder, arr_type, arr, index):
-    """Pointer to ``arr[index:index + 8]`` as one vector (no bounds check)."""
+def _vector_at(context, builder, arr_type, arr, index, vec=_VEC):
+    """Pointer to ``arr[index:index + lanes]`` as one vector (no bounds check)."""
     data = context.make_array(arr_type)(context, builder, arr).data
-    return builder.bitcast(builder.gep(data, [index]), _VEC.as_pointer())
+    return builder.bitcast(builder.gep(data, [index]), vec.as_pointer())
 
 
-def _check(*arrays):
+def _check(*arrays, dtype=types.float64):
     for a in arrays:
-        if not (isinstance(a, types.Array) and a.ndim == 1 and a.dtype == types.float64 and a.layout == "C"):
-            raise TypeError(f"simd row operations take 1-D C-contiguous float64 arrays, not {a}")
+        if not (isinstance(a, types.Array) and a.ndim == 1 and a.dtype == dtype and a.layout == "C"):
+            raise TypeError(f"simd row operations take 1-D C-contiguous {dtype} arrays, not {a}")
 
 
 @intrinsic
@@ -92,3 +94,20 @@ def flush8(typingctx, dst, src, i):
 
     return sig, codegen
 
+
+
+@intrinsic
+def add16f(typingctx, dst, i, src, j):
+    """``dst[i:i + 16] += src[j:j + 16]`` on float32 arrays."""
+    _check(dst, src, dtype=types.float32)
+    sig = types.void(dst, i, src, j)
+
+    def codegen(context, builder, signature, args):
+        d_ptr = _vector_at(context, builder, signature.args[0], args[0], args[1], _VEC_F32)
+        s_ptr = _vector_at(context, builder, signature.args[2], args[2], args[3], _VEC_F32)
+        s = builder.load(s_ptr, align=4)
+        d = builder.load(d_ptr, align=4)
+        builder.store(builder.fadd(d, s), d_ptr, align=4)
+        return context.get_dummy_value()
+
+    return sig, codegen
