@@ -136,32 +136,33 @@ def make_plan(
     )
 
 
-def _kernel_rows(cubes: KernelCubes) -> dict:
-    """The ``log1p(-k)`` cubes with every row (along the last axis) followed by ``ROW_PAD``
-    zeros, for the whole-grid path's eight-wide row operations: cube j (edge w) occupies
-    ``log1m_rows[row_start[j]:]`` as a (w, w, w + ROW_PAD) array in C order."""
+def _padded_rows(values: np.ndarray, start: np.ndarray, edges, pad: int, dtype) -> tuple[np.ndarray, np.ndarray]:
+    """Cubes ``values[start[c]:start[c + 1]]`` (edge ``edges[c]``, C order) with every row
+    (along the last axis) followed by ``pad`` zeros: the flat array and each cube's start."""
     parts, starts = [], [0]
-    for j, w in enumerate(int(v) for v in cubes.width):
-        rows = np.zeros((w, w, w + ROW_PAD))
-        rows[:, :, :w] = cubes.log1m[cubes.start[j] : cubes.start[j] + w**3].reshape(w, w, w)
+    for c, n in enumerate(int(e) for e in edges):
+        rows = np.zeros((n, n, n + pad), dtype=dtype)
+        rows[:, :, :n] = values[start[c] : start[c + 1]].reshape(n, n, n)
         parts.append(rows.ravel())
         starts.append(starts[-1] + rows.size)
-    return {"log1m_rows": np.concatenate(parts), "row_start": np.asarray(starts, dtype=np.int64)}
+    return np.concatenate(parts), np.asarray(starts, dtype=np.int64)
+
+
+def _kernel_rows(cubes: KernelCubes) -> dict:
+    """The ``log1p(-k)`` cubes, rows padded by ``ROW_PAD`` zeros, for the whole-grid path's
+    eight-wide row operations: cube j (edge w) occupies ``log1m_rows[row_start[j]:]`` as a
+    (w, w, w + ROW_PAD) array."""
+    rows, starts = _padded_rows(cubes.log1m, cubes.start, cubes.width, ROW_PAD, np.float64)
+    return {"log1m_rows": rows, "row_start": starts}
 
 
 def _bound_rows(bb) -> dict:
-    """Block bounds (float32, rounded down) with every row followed by ``BOUND_PAD`` zeros,
-    for the bound pass's sixteen-wide row additions: cube ``8 j + parity`` (edge nb) occupies
-    ``blog[bstart[8 j + parity]:]`` as an (nb, nb, nb + BOUND_PAD) array in C order."""
-    parts, starts = [], [0]
-    low = _round_down_f32(bb.log1m)
-    for c in range(len(bb.start) - 1):
-        nb = int(bb.bwidth[c // 8])
-        rows = np.zeros((nb, nb, nb + BOUND_PAD), dtype=np.float32)
-        rows[:, :, :nb] = low[bb.start[c] : bb.start[c + 1]].reshape(nb, nb, nb)
-        parts.append(rows.ravel())
-        starts.append(starts[-1] + rows.size)
-    return {"blog": np.concatenate(parts), "bstart": np.asarray(starts, dtype=np.int64)}
+    """Block bounds (float32, rounded down), rows padded by ``BOUND_PAD`` zeros, for the bound
+    pass's sixteen-wide row additions: cube ``8 j + parity`` (edge nb) occupies
+    ``blog[bstart[8 j + parity]:]`` as an (nb, nb, nb + BOUND_PAD) array."""
+    edges = np.repeat(bb.bwidth, 8)
+    rows, starts = _padded_rows(_round_down_f32(bb.log1m), bb.start, edges, BOUND_PAD, np.float32)
+    return {"blog": rows, "bstart": starts}
 
 
 def tiles_per_focus(width: int) -> int:

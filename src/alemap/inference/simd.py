@@ -1,4 +1,4 @@
-"""Eight-wide float64 row operations for the compiled CPU engine.
+"""Eight-wide float64 (and sixteen-wide float32) row operations for the compiled CPU engine.
 
 The whole-grid path adds kernel rows of ~17 voxels into a cache-resident
 buffer millions of times per iteration. Written as plain loops, LLVM turns
@@ -7,13 +7,19 @@ kernel do not overlap plus a scalar remainder, and that bookkeeping costs
 more than the arithmetic. These numba intrinsics emit one unaligned
 ``<8 x double>`` load/operate/store each, so a row of ``n`` voxels is
 ``ceil(n / 8)`` straight vector operations (LLVM splits them into narrower
-ones on CPUs without 512-bit vectors).
+ones on CPUs without 512-bit vectors). The bound pass adds its float32 rows
+sixteen values at a time (``add16f``) the same way.
 
 The arithmetic is the scalar loops' own, lane by lane: IEEE ``fadd``, and
 for the minimum ``k < d ? k : d`` (an ordered compare, as Python's ``<``), so
-results are bit-identical. Callers own the bounds: every call touches eight
-elements from the given index, and the arrays must be 1-D, C-contiguous
-float64 with room for them (``cpu.ROW_PAD``).
+results are bit-identical. Callers own the bounds: every call touches one
+vector (8 float64 or 16 float32 values) from the given index, and the arrays
+must be 1-D and C-contiguous with room for it (``cpu.ROW_PAD``,
+``cpu.BOUND_PAD``).
+
+numba's on-disk cache of the engine is keyed on ``cpu.py``: after editing
+only this module in a development checkout, delete
+``src/alemap/inference/__pycache__`` (an installed upgrade rewrites both).
 """
 
 from __future__ import annotations
@@ -43,38 +49,36 @@ def _check(*arrays, dtype=types.float64):
             raise TypeError(f"simd row operations take 1-D C-contiguous {dtype} arrays, not {a}")
 
 
-@intrinsic
-def add8(typingctx, dst, i, src, j):
-    """``dst[i:i + 8] += src[j:j + 8]``."""
-    _check(dst, src)
-    sig = types.void(dst, i, src, j)
+def _row_op(name: str, doc: str, combine, vec=_VEC, dtype=types.float64, align=8):
+    """Intrinsic ``name(dst, i, src, j)``: ``dst[i:i + n] = combine(dst[i:i + n], src[j:j + n])``
+    with ``n`` the lanes of ``vec``."""
 
-    def codegen(context, builder, signature, args):
-        d_ptr = _vector_at(context, builder, signature.args[0], args[0], args[1])
-        s_ptr = _vector_at(context, builder, signature.args[2], args[2], args[3])
-        s = builder.load(s_ptr, align=8)
-        d = builder.load(d_ptr, align=8)
-        builder.store(builder.fadd(d, s), d_ptr, align=8)
-        return context.get_dummy_value()
+    def typer(typingctx, dst, i, src, j):
+        _check(dst, src, dtype=dtype)
+        sig = types.void(dst, i, src, j)
 
-    return sig, codegen
+        def codegen(context, builder, signature, args):
+            d_ptr = _vector_at(context, builder, signature.args[0], args[0], args[1], vec)
+            s_ptr = _vector_at(context, builder, signature.args[2], args[2], args[3], vec)
+            s = builder.load(s_ptr, align=align)
+            d = builder.load(d_ptr, align=align)
+            builder.store(combine(builder, d, s), d_ptr, align=align)
+            return context.get_dummy_value()
+
+        return sig, codegen
+
+    typer.__name__ = typer.__qualname__ = name
+    typer.__doc__ = doc
+    return intrinsic(typer)
 
 
-@intrinsic
-def min8(typingctx, dst, i, src, j):
-    """``dst[i:i + 8] = where(src[j:j + 8] < dst[i:i + 8], src[j:j + 8], dst[i:i + 8])``."""
-    _check(dst, src)
-    sig = types.void(dst, i, src, j)
-
-    def codegen(context, builder, signature, args):
-        d_ptr = _vector_at(context, builder, signature.args[0], args[0], args[1])
-        s_ptr = _vector_at(context, builder, signature.args[2], args[2], args[3])
-        s = builder.load(s_ptr, align=8)
-        d = builder.load(d_ptr, align=8)
-        builder.store(builder.select(builder.fcmp_ordered("<", s, d), s, d), d_ptr, align=8)
-        return context.get_dummy_value()
-
-    return sig, codegen
+add8 = _row_op("add8", "``dst[i:i + 8] += src[j:j + 8]``.", lambda b, d, s: b.fadd(d, s))
+min8 = _row_op(
+    "min8", "``dst[i:i + 8] = where(src[j:j + 8] < dst[i:i + 8], src[j:j + 8], dst[i:i + 8])``.",
+    lambda b, d, s: b.select(b.fcmp_ordered("<", s, d), s, d),
+)
+add16f = _row_op("add16f", "``dst[i:i + 16] += src[j:j + 16]`` on float32 arrays.", lambda b, d, s: b.fadd(d, s),
+                 vec=_VEC_F32, dtype=types.float32, align=4)
 
 
 @intrinsic
@@ -90,24 +94,6 @@ def flush8(typingctx, dst, src, i):
         d = builder.load(d_ptr, align=8)
         builder.store(builder.fadd(d, s), d_ptr, align=8)
         builder.store(ir.Constant(_VEC, [0.0] * LANES), s_ptr, align=8)
-        return context.get_dummy_value()
-
-    return sig, codegen
-
-
-
-@intrinsic
-def add16f(typingctx, dst, i, src, j):
-    """``dst[i:i + 16] += src[j:j + 16]`` on float32 arrays."""
-    _check(dst, src, dtype=types.float32)
-    sig = types.void(dst, i, src, j)
-
-    def codegen(context, builder, signature, args):
-        d_ptr = _vector_at(context, builder, signature.args[0], args[0], args[1], _VEC_F32)
-        s_ptr = _vector_at(context, builder, signature.args[2], args[2], args[3], _VEC_F32)
-        s = builder.load(s_ptr, align=4)
-        d = builder.load(d_ptr, align=4)
-        builder.store(builder.fadd(d, s), d_ptr, align=4)
         return context.get_dummy_value()
 
     return sig, codegen
