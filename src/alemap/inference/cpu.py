@@ -326,14 +326,13 @@ def _bin_foci(ijk, cube_of_focus, width, shape, dims, tshape, slab_z, ptr, lst):
 
 
 @numba.njit(cache=True, nogil=True, inline="always")
-def _clip_focus(ijk, f, cube_of_focus, width, start, a0, a1, b0, b1, c0, c1):
-    """Focus f's kernel (edge w, radius r, cube start s0, centre) and its box
-    clipped to the region ``[a0, a1) x [b0, b1) x [c0, c1)`` (empty if la >= ha ...)."""
-    j = cube_of_focus[f]
-    w = width[j]
+def _clip_focus(ijk, f, cube_of_focus, width, a0, a1, b0, b1, c0, c1):
+    """Focus f's kernel (edge w, radius r, centre) and its box clipped to the region
+    ``[a0, a1) x [b0, b1) x [c0, c1)`` (empty if la >= ha ...)."""
+    w = width[cube_of_focus[f]]
     r = w // 2
     ci, cj, ck = ijk[f, 0], ijk[f, 1], ijk[f, 2]
-    return (w, r, start[j], ci, cj, ck, max(a0, ci - r), min(a1, ci + r + 1), max(b0, cj - r),
+    return (w, r, ci, cj, ck, max(a0, ci - r), min(a1, ci + r + 1), max(b0, cj - r),
             min(b1, cj + r + 1), max(c0, ck - r), min(c1, ck + r + 1))
 
 
@@ -377,7 +376,7 @@ def _vector_rows(ck, r, lc, hc, c0, c1, nz, SZ):
 
 
 @numba.njit(cache=True, nogil=True)
-def _tiled(ijk, exp_of_focus, cube_of_focus, start, width, rows, row_start, shape, dims, sshape, slab_z,
+def _tiled(ijk, exp_of_focus, cube_of_focus, width, rows, row_start, shape, dims, sshape, slab_z,
            mask_grid, log_cut, cut_ale, supra, label, values, ptr, lst, acc, comb):
     """Exact log(1 - ALE), slab by slab (tiles of edges ``dims``, a grid of ``sshape``), in
     each slab's z-range ``slab_z[t]`` (empty: skipped): the max and the supra voxels there.
@@ -417,8 +416,8 @@ def _tiled(ijk, exp_of_focus, cube_of_focus, start, width, rows, row_start, shap
             several = q - p > 1  # combine this experiment's foci by minimum first
             for u in range(p, q):
                 f = lst[u]
-                w, r, s0, ci, cj, ck, la, ha, lb, hb, lc, hc = _clip_focus(
-                    ijk, f, cube_of_focus, width, start, a0, a1, b0, b1, c0, c1)
+                w, r, ci, cj, ck, la, ha, lb, hb, lc, hc = _clip_focus(
+                    ijk, f, cube_of_focus, width, a0, a1, b0, b1, c0, c1)
                 if hc <= lc:
                     continue
                 stride = w + ROW_PAD
@@ -445,8 +444,8 @@ def _tiled(ijk, exp_of_focus, cube_of_focus, start, width, rows, row_start, shap
                                 acc[tb + c] += rows[kb + c]
             if several:
                 for u in range(p, q):
-                    w, r, s0, ci, cj, ck, la, ha, lb, hb, lc, hc = _clip_focus(
-                        ijk, lst[u], cube_of_focus, width, start, a0, a1, b0, b1, c0, c1)
+                    w, r, ci, cj, ck, la, ha, lb, hb, lc, hc = _clip_focus(
+                        ijk, lst[u], cube_of_focus, width, a0, a1, b0, b1, c0, c1)
                     if hc <= lc:
                         continue
                     n_vec = _vector_rows(ck, r, lc, hc, c0, c1, nz, SZ)
@@ -493,7 +492,7 @@ def _candidate_ranges(cand_list, n_cand, bshape, sparse_shape, sparse_z):
 
 
 @numba.njit(cache=True, nogil=True)
-def _pruned(ijk, exp_of_focus, cube_of_focus, start, width, rows, row_start, shape, blog, bstart, bwidth, dlo,
+def _pruned(ijk, exp_of_focus, cube_of_focus, width, rows, row_start, shape, blog, bstart, bwidth, dlo,
             bshape, block_in_mask, mask_grid, log_cut, bound_cut, cut_ale, combine, supra, label, bound,
             cand_list, sparse_shape, sparse_ptr, sparse_z, lst, acc, comb):
     """Iteration restricted to the slabs holding blocks whose bound can exceed the threshold.
@@ -514,7 +513,7 @@ def _pruned(ijk, exp_of_focus, cube_of_focus, start, width, rows, row_start, sha
     if n_cand > MAX_CANDIDATE_SHARE * n_in:
         return 0.0, -2  # pruning would not pay: let the caller compute the whole grid
     _candidate_ranges(cand_list, n_cand, bshape, sparse_shape, sparse_z)
-    best, n_supra = _tiled(ijk, exp_of_focus, cube_of_focus, start, width, rows, row_start, shape, SPARSE_SLAB,
+    best, n_supra = _tiled(ijk, exp_of_focus, cube_of_focus, width, rows, row_start, shape, SPARSE_SLAB,
                            sparse_shape, sparse_z, mask_grid, log_cut, cut_ale, supra, label, combine,
                            sparse_ptr, lst, acc, comb)
     if n_supra == 0:
@@ -523,7 +522,7 @@ def _pruned(ijk, exp_of_focus, cube_of_focus, start, width, rows, row_start, sha
 
 
 @numba.njit(cache=True, nogil=True)
-def run_batch_kernel(draws, mask_ijk, mask_grid, exp_of_focus, cube_of_focus, start, width, rows, row_start,
+def run_batch_kernel(draws, mask_ijk, mask_grid, exp_of_focus, cube_of_focus, width, rows, row_start,
                      shape, blog, bstart, bwidth, dlo, bshape, block_in_mask, log_cut, cut_ale, bound_cut, nbr,
                      sshape, slab_z, sparse_shape, prune, combine, label, supra, stack, bound, cand_list,
                      slab_ptr, sparse_ptr, sparse_z, lst, acc, comb, out_ale, out_size, out_mass):
@@ -540,7 +539,7 @@ def run_batch_kernel(draws, mask_ijk, mask_grid, exp_of_focus, cube_of_focus, st
             ijk[f, 2] = mask_ijk[m, 2]
         n_supra = -1
         if prune and skip_prune == 0:
-            best, n_supra = _pruned(ijk, exp_of_focus, cube_of_focus, start, width, rows, row_start, shape, blog,
+            best, n_supra = _pruned(ijk, exp_of_focus, cube_of_focus, width, rows, row_start, shape, blog,
                                     bstart, bwidth, dlo, bshape, block_in_mask, mask_grid, log_cut, bound_cut,
                                     cut_ale, combine, supra, label, bound, cand_list, sparse_shape, sparse_ptr,
                                     sparse_z, lst, acc, comb)
@@ -549,7 +548,7 @@ def run_batch_kernel(draws, mask_ijk, mask_grid, exp_of_focus, cube_of_focus, st
         elif skip_prune > 0:
             skip_prune -= 1
         if n_supra < 0:
-            best, n_supra = _tiled(ijk, exp_of_focus, cube_of_focus, start, width, rows, row_start, shape, SLAB,
+            best, n_supra = _tiled(ijk, exp_of_focus, cube_of_focus, width, rows, row_start, shape, SLAB,
                                    sshape, slab_z, mask_grid, log_cut, cut_ale, supra, label, combine, slab_ptr,
                                    lst, acc, comb)
         size, mass = _clusters(supra, n_supra, combine, label, stack, shape, nbr)
@@ -563,7 +562,7 @@ def run_batch_kernel(draws, mask_ijk, mask_grid, exp_of_focus, cube_of_focus, st
 def run_batch(draws, plan, ws: Workspace, out_ale, out_size, out_mass, prune: bool = True) -> None:
     """Run one batch of iterations on the CPU (releases the GIL)."""
     run_batch_kernel(
-        draws, plan.mask_ijk, plan.mask_grid, plan.exp_of_focus, plan.cube_of_focus, plan.start, plan.width,
+        draws, plan.mask_ijk, plan.mask_grid, plan.exp_of_focus, plan.cube_of_focus, plan.width,
         plan.log1m_rows, plan.row_start, plan.shape, plan.blog, plan.bstart, plan.bwidth, plan.dlo, plan.bshape,
         plan.block_in_mask, plan.log_cut, plan.cut_ale, plan.bound_cut, plan.nbr, plan.sshape, plan.slab_z,
         plan.sparse_shape, prune, ws.combine, ws.label, ws.supra, ws.stack, ws.bound, ws.cand_list,
