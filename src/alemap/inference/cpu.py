@@ -493,7 +493,7 @@ def _candidate_ranges(cand_list, n_cand, bshape, sparse_shape, sparse_z):
 
 @numba.njit(cache=True, nogil=True)
 def _pruned(ijk, exp_of_focus, cube_of_focus, width, rows, row_start, shape, blog, bstart, bwidth, dlo,
-            bshape, block_in_mask, mask_grid, log_cut, bound_cut, cut_ale, combine, supra, label, bound,
+            bshape, mask_blocks, mask_grid, log_cut, bound_cut, cut_ale, combine, supra, label, bound,
             cand_list, sparse_shape, sparse_ptr, sparse_z, lst, acc, comb):
     """Iteration restricted to the slabs holding blocks whose bound can exceed the threshold.
 
@@ -502,15 +502,13 @@ def _pruned(ijk, exp_of_focus, cube_of_focus, width, rows, row_start, shape, blo
     -2 says that too many blocks are candidates for pruning to pay."""
     _bound_pass(ijk, cube_of_focus, blog, bstart, bwidth, dlo, bshape, bound)
     n_cand = 0
-    n_in = 0
-    for q in range(block_in_mask.shape[0]):
-        if block_in_mask[q]:
-            n_in += 1
-            if bound[q] < bound_cut:
-                cand_list[n_cand] = q
-                n_cand += 1
+    for i in range(mask_blocks.shape[0]):
+        q = mask_blocks[i]
+        if bound[q] < bound_cut:
+            cand_list[n_cand] = q
+            n_cand += 1
     bound[:] = 0.0
-    if n_cand > MAX_CANDIDATE_SHARE * n_in:
+    if n_cand > MAX_CANDIDATE_SHARE * mask_blocks.shape[0]:
         return 0.0, -2  # pruning would not pay: let the caller compute the whole grid
     _candidate_ranges(cand_list, n_cand, bshape, sparse_shape, sparse_z)
     best, n_supra = _tiled(ijk, exp_of_focus, cube_of_focus, width, rows, row_start, shape, SPARSE_SLAB,
@@ -523,7 +521,7 @@ def _pruned(ijk, exp_of_focus, cube_of_focus, width, rows, row_start, shape, blo
 
 @numba.njit(cache=True, nogil=True)
 def run_batch_kernel(draws, mask_ijk, mask_grid, exp_of_focus, cube_of_focus, width, rows, row_start,
-                     shape, blog, bstart, bwidth, dlo, bshape, block_in_mask, log_cut, cut_ale, bound_cut, nbr,
+                     shape, blog, bstart, bwidth, dlo, bshape, mask_blocks, log_cut, cut_ale, bound_cut, nbr,
                      sshape, slab_z, sparse_shape, prune, combine, label, supra, stack, bound, cand_list,
                      slab_ptr, sparse_ptr, sparse_z, lst, acc, comb, out_ale, out_size, out_mass):
     """Run ``draws.shape[0]`` iterations; ``draws[t]`` holds in-mask voxel
@@ -540,7 +538,7 @@ def run_batch_kernel(draws, mask_ijk, mask_grid, exp_of_focus, cube_of_focus, wi
         n_supra = -1
         if prune and skip_prune == 0:
             best, n_supra = _pruned(ijk, exp_of_focus, cube_of_focus, width, rows, row_start, shape, blog,
-                                    bstart, bwidth, dlo, bshape, block_in_mask, mask_grid, log_cut, bound_cut,
+                                    bstart, bwidth, dlo, bshape, mask_blocks, mask_grid, log_cut, bound_cut,
                                     cut_ale, combine, supra, label, bound, cand_list, sparse_shape, sparse_ptr,
                                     sparse_z, lst, acc, comb)
         if n_supra == -2:
@@ -564,7 +562,7 @@ def run_batch(draws, plan, ws: Workspace, out_ale, out_size, out_mass, prune: bo
     run_batch_kernel(
         draws, plan.mask_ijk, plan.mask_grid, plan.exp_of_focus, plan.cube_of_focus, plan.width,
         plan.log1m_rows, plan.row_start, plan.shape, plan.blog, plan.bstart, plan.bwidth, plan.dlo, plan.bshape,
-        plan.block_in_mask, plan.log_cut, plan.cut_ale, plan.bound_cut, plan.nbr, plan.sshape, plan.slab_z,
+        plan.mask_blocks, plan.log_cut, plan.cut_ale, plan.bound_cut, plan.nbr, plan.sshape, plan.slab_z,
         plan.sparse_shape, prune, ws.combine, ws.label, ws.supra, ws.stack, ws.bound, ws.cand_list,
         *ws.tiles_for(plan), ws.tile_acc, ws.tile_comb, out_ale, out_size, out_mass,
     )

@@ -41,7 +41,7 @@ class MonteCarloPlan:
     bwidth: np.ndarray
     dlo: np.ndarray
     bshape: np.ndarray
-    block_in_mask: np.ndarray
+    mask_blocks: np.ndarray
     exp_of_focus: np.ndarray
     sshape: np.ndarray
     slab_z: np.ndarray
@@ -126,7 +126,7 @@ def make_plan(
         bwidth=bb.bwidth,
         dlo=bb.dlo,
         bshape=bshape.astype(np.int64),
-        block_in_mask=block_in_mask.ravel().astype(np.uint8),
+        mask_blocks=np.flatnonzero(block_in_mask.ravel()).astype(np.int64),
         exp_of_focus=np.repeat(np.arange(len(exp_offsets) - 1), np.diff(exp_offsets)).astype(np.int64),
         sshape=sshape,
         slab_z=_slab_z_ranges(sshape, slab_in_mask, mask.shape[2]),
