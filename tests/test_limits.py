@@ -37,7 +37,9 @@ from alemap._limits import (
 )
 from alemap.cli.main import main
 from alemap.exceptions import AlemapError, InputError
+from alemap.inference.plan import make_plan
 from alemap.io import load_experiments
+from alemap.kernels.gaussian import kernel_cubes
 from alemap.space.grid import load_mni152_2mm
 
 FINGER = Path(str(resources.files("alemap.resources.demo").joinpath("EickhoffHBM09.txt")))
@@ -108,8 +110,13 @@ def test_limits_mirror_the_engine_tilings():
     from alemap.inference import cpu
     from alemap.inference.plan import tiles_per_focus
 
+    from alemap.inference import windows
+    from alemap.inference.simd import LANES_F32
+
     assert (limits.SLAB, limits.SPARSE_SLAB, limits.ROW_PAD, limits.BOUND_PAD) == \
         (cpu.SLAB, cpu.SPARSE_SLAB, cpu.ROW_PAD, cpu.BOUND_PAD)
+    assert (limits.MAX_WINDOW_SHARE, limits.WINDOW, limits.LANES_F32) == \
+        (windows.MAX_WINDOW_SHARE, windows.WINDOW, LANES_F32)
     for width in (5, 17, 31, 41):
         assert limits._tiles_per_focus(width**3) == tiles_per_focus(width)
 
@@ -128,14 +135,23 @@ def test_per_job_estimate_counts_the_engine_workspace_exactly():
                                  max_tiles_per_focus=per_focus))  # as run_batch
     workspace_bytes = sum(a.nbytes for a in vars(ws).values() if isinstance(a, np.ndarray))
     est = estimate_fit_memory(n_foci=0, n_grid=n_grid, n_mask=grid.n_voxels, n_blocks=n_blocks, n_slabs=n_slabs,
-                              n_sparse_slabs=n_sparse)
-    assert est.per_job == workspace_bytes  # if Workspace changes, alemap._limits must follow
-    assert estimate_fit_memory(n_foci=0, n_grid=n_grid, n_mask=grid.n_voxels).per_job >= workspace_bytes
+                              n_sparse_slabs=n_sparse, shape=grid.shape)
+    windows = limits._window_bytes(grid.shape, grid.n_voxels, 0, 31)
+    assert est.per_job - windows == workspace_bytes  # if Workspace changes, alemap._limits must follow
+    assert estimate_fit_memory(n_foci=0, n_grid=n_grid, n_mask=grid.n_voxels).per_job >= workspace_bytes + windows
+    # the window path's arrays, allocated for a real plan (one focus, the widest kernel: 1 subject)
+    cubes = kernel_cubes([1])
+    plan = make_plan(grid.mask, np.array([0, 1]), np.array([0]), cubes, 0.01)
+    assert int(plan.width.max()) == 31
+    work = Workspace(n_grid, n_blocks).windows_for(plan)
+    assert limits._window_bytes(grid.shape, grid.n_voxels, 1, 31) == \
+        sum(a.nbytes for a in vars(work).values() if isinstance(a, np.ndarray))
     bigger = estimate_fit_memory(n_foci=1000, n_grid=n_grid, n_mask=grid.n_voxels, n_blocks=n_blocks,
-                                 n_slabs=n_slabs, n_sparse_slabs=n_sparse)
+                                 n_slabs=n_slabs, n_sparse_slabs=n_sparse, shape=grid.shape)
     # one batch of relocated foci, their voxel indices, and their tile bins (int32; 9 x 9 x 2 sparse slabs for 31^3)
     assert per_focus == 162
-    assert bigger.per_job - est.per_job == 1000 * (2 * 32 * 8 + 24 + 4 * per_focus)
+    # and the window path's foci sorted by x-plane (int64)
+    assert bigger.per_job - est.per_job == 1000 * (2 * 32 * 8 + 24 + 4 * per_focus + 8)
 
 
 def test_ma_estimate_bounds_the_real_ma_maps():

@@ -317,10 +317,10 @@ def reference_maxima(ale: np.ndarray, mask: np.ndarray, cut: float, connectivity
     return float(inside.max()), size, mass
 
 
-def _engine(draws, plan, prune=True):
+def _engine(draws, plan, prune=True, **paths):
     n = draws.shape[0]
     out = np.zeros(n), np.zeros(n, dtype=np.int64), np.zeros(n)
-    cpu.run_batch(draws, plan, cpu.Workspace(plan.n_grid, plan.n_blocks), *out, prune=prune)
+    cpu.run_batch(draws, plan, cpu.Workspace(plan.n_grid, plan.n_blocks), *out, prune=prune, **paths)
     return out
 
 
@@ -352,6 +352,7 @@ def _compare_engine_with_reference(mask, n_subjects, counts, cuts, n_random, see
     )
     ales = [reference_ale(any_plan.mask_ijk[row], exp_offsets, n_subjects, mask.shape) for row in draws]
     seen_sizes = set()
+    windowed_iterations = []
     for cut in cuts:
         for connectivity in (6, 18, 26):
             plan = make_plan(mask, exp_offsets, cube_of_exp, cubes, cut, connectivity)
@@ -368,6 +369,16 @@ def _compare_engine_with_reference(mask, n_subjects, counts, cuts, n_random, see
             assert np.array_equal(ale2, out_ale)
             assert np.array_equal(size2, out_size)
             np.testing.assert_allclose(mass2, out_mass, rtol=1e-13, atol=0)
+            # the window path (separable bound, then eight-voxel windows) on every iteration
+            # that has a supra-threshold voxel; the others fall back to the whole grid
+            counts = np.zeros(3, dtype=np.int64)
+            ale3, size3, mass3 = _engine(draws, plan, block_bound=False, window_share=1.0, path_counts=counts)
+            assert np.array_equal(ale3, out_ale)
+            assert np.array_equal(size3, out_size)
+            np.testing.assert_allclose(mass3, out_mass, rtol=1e-13, atol=0)
+            assert counts[0] == 0 and counts[1] == np.sum(out_size > 0) and counts[2] == np.sum(out_size == 0)
+            windowed_iterations.append(counts[1])
+    assert sum(windowed_iterations) > 0
     return seen_sizes
 
 

@@ -27,7 +27,8 @@ their kernel sizes), the grid and the number of threads:
 ``per job``
     each Monte Carlo thread's work arrays (:class:`alemap.inference.cpu.Workspace`:
     two float64, one int32 and two int64 arrays over the full grid, two small
-    block arrays) and one batch of relocated foci.
+    block arrays, and the window path's ring of float32 bound planes and
+    per-window sums, a few MB on the 2 mm grid) and one batch of relocated foci.
 
 The Monte Carlo, the tables and the report run one after the other, so the
 peak is ``base + maps`` plus the largest of the three.
@@ -97,6 +98,28 @@ SPARSE_SLAB = (4, 4, 96)
 #: bounds (BOUND_PAD).
 ROW_PAD = 8
 BOUND_PAD = 16
+#: The window path's work arrays (alemap.inference.windows.WindowWork): largest share of
+#: candidate voxels, voxels per window, float32 lanes of the bound's rows.
+MAX_WINDOW_SHARE = 0.06
+WINDOW = 8
+LANES_F32 = 16
+
+
+def _window_bytes(shape, n_mask: int, n_foci: int, width: int) -> int:
+    """Bytes of one thread's window-path work arrays (as ``windows.WindowWork``) for a grid of
+    ``shape`` and kernels of edge up to ``width``."""
+    nx, ny, nz = (int(v) for v in shape)
+    r = int(width) // 2
+    row = -(-int(width) // LANES_F32) * LANES_F32
+    nzp = -(-(nz + r + row) // LANES_F32) * LANES_F32
+    most = min(int(n_mask), int(MAX_WINDOW_SHARE * n_mask)) + 1
+    return (
+        4 * (2 * r + 1) * ny * nzp + 4 * ny * nzp  # the ring of bound planes and one output plane
+        + 2 * 8 * (2 * r + 1)  # their row ranges
+        + 8 * int(n_foci) + 8 * (nx + 1)  # foci sorted by x-plane
+        + 2 * 8 * nx * ny + 8 * nx * -(-ny // 64)  # first window and window bits per column, column bits
+        + (8 + 8 + 2 * WINDOW * 8) * most  # per window: position, experiment, sums and minima
+    )
 
 
 def _tiles_per_focus(kernel_voxels: int) -> int:
@@ -205,6 +228,7 @@ def estimate_fit_memory(
     n_sparse_slabs: int | None = None,
     full_ma: bool = True,
     report: bool = False,
+    shape: tuple | None = None,
 ) -> MemoryEstimate:
     """Peak memory of one ALE fit.
 
@@ -232,6 +256,9 @@ def estimate_fit_memory(
         ALE fit, whose tables stream them instead.
     report : bool
         Count the HTML report.
+    shape : tuple, optional
+        The grid's shape, for the window path's work arrays; default twice those of a cube of
+        ``n_grid`` voxels.
     n_blocks : int, optional
         2x2x2 blocks covering the grid (``prod((shape + 1) // 2)``); default
         ``n_grid``, an upper bound for any shape.
@@ -241,6 +268,12 @@ def estimate_fit_memory(
     n_blocks = int(n_grid if n_blocks is None else n_blocks)
     n_slabs = int(n_blocks if n_slabs is None else n_slabs)
     n_sparse_slabs = int(n_blocks if n_sparse_slabs is None else n_sparse_slabs)
+    width = round(int(kernel_voxels) ** (1 / 3))
+    if shape is None:
+        side = -(-round(n_grid ** (1 / 3) * 1e6) // 10**6)  # ceil of the cube root, robust to rounding
+        windows = 2 * _window_bytes((side, side, side), n_mask, n_foci, width)
+    else:
+        windows = _window_bytes(shape, n_mask, n_foci, width)
     per_job = (
         WORKSPACE_BYTES_PER_VOXEL * n_grid
         + WORKSPACE_BYTES_PER_BLOCK * n_blocks
@@ -251,6 +284,7 @@ def estimate_fit_memory(
         + 2 * BATCH * n_foci * 8  # relocated foci of one batch, and the generator's temporary
         + 3 * 8 * n_foci  # voxel indices of one iteration
         + 4 * n_foci * _tiles_per_focus(kernel_voxels)  # the focus bins (shared by both tilings)
+        + windows
     )
     maps = MASK_VECTORS * 8 * n_mask + GRID_VOLUMES * 8 * n_grid + 300 * n_foci + EXPERIMENT_BYTES * int(n_experiments)
     # one streamed chunk (at least one experiment's foci) and the MA builder's two full-grid scratch arrays
@@ -285,7 +319,7 @@ def estimate_experiments_memory(experiments, grid, *, full_ma: bool = True, repo
     return estimate_fit_memory(
         experiments.n_foci, n_grid, grid.n_voxels, ma_entries=entries, n_experiments=experiments.n_experiments,
         n_blocks=n_blocks, n_slabs=_n_tiles(grid.shape, SLAB), n_sparse_slabs=_n_tiles(grid.shape, SPARSE_SLAB),
-        kernel_voxels=max(kvox.values()), full_ma=full_ma, report=report,
+        kernel_voxels=max(kvox.values()), full_ma=full_ma, report=report, shape=tuple(grid.shape),
     )
 
 

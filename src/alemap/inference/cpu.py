@@ -27,10 +27,15 @@ How an iteration is computed:
    candidates are computed, each over the z-range its candidates span and
    from the foci that reach it. If no voxel exceeds the threshold the
    iteration is recomputed on the whole grid, so the maximum ALE is always
-   exact. When more than ``MAX_CANDIDATE_SHARE`` of the blocks are candidates
-   (hundreds of experiments), the whole grid is computed on ``SLAB`` tiles
-   directly.
-4. The supra-threshold voxels are labelled by flood fill with 6-, 18- or
+   exact. When more than ``MAX_CANDIDATE_SHARE_BEFORE_WINDOWS`` of the blocks
+   are candidates (about 80 experiments and more) the window path takes over.
+4. Window path (:mod:`alemap.inference.windows`): a per-voxel bound from the
+   kernels' separable Gaussian factors selects candidate voxels, and exact
+   values are computed on the eight-voxel windows along z that hold them, in
+   the same order as above. Above ``windows.MAX_WINDOW_SHARE`` candidate voxels
+   (or without the window path, above ``MAX_CANDIDATE_SHARE`` candidate blocks)
+   the whole grid is computed on ``SLAB`` tiles.
+5. The supra-threshold voxels are labelled by flood fill with 6-, 18- or
    26-connectivity; cluster size is the voxel count and cluster mass the sum of
    ``ALE - threshold``.
 
@@ -45,6 +50,8 @@ import numba
 import numpy as np
 
 from alemap.inference.simd import LANES, LANES_F32, add8, add16f, flush8, min8
+from alemap.inference.supra import keep_if_supra
+from alemap.inference.windows import MAX_WINDOW_SHARE, WindowWork, windowed
 
 __all__ = ["Workspace", "run_batch", "neighbour_offsets"]
 
@@ -52,6 +59,10 @@ __all__ = ["Workspace", "run_batch", "neighbour_offsets"]
 #: candidates) costs more than the whole grid (one thread, session 5, Neurosynth tables: share
 #: 0.064 at 100 tables 7.6 vs 12.2 ms, 0.10 at 150 tables 15.3 vs 13.5 ms).
 MAX_CANDIDATE_SHARE = 0.08
+#: The same limit when the window path (``windows``) is the alternative: it overtakes the block
+#: bound at ~4.5 % candidate blocks (one thread, session 6: 70 tables, share 0.040, 3.9 ms
+#: against 4.4 ms by windows; 100 tables, share 0.062, 5.9 against 3.6).
+MAX_CANDIDATE_SHARE_BEFORE_WINDOWS = 0.045
 #: Iterations to skip pruning after it did not pay (results are identical either way).
 PRUNE_BACKOFF = 15
 #: Tiles of the whole-grid path (voxels along x, y, z): whole kernel rows along z fit in one
@@ -102,6 +113,13 @@ class Workspace:
         self.sparse_ptr = np.zeros(1, dtype=np.int64)
         self.sparse_z = np.zeros((0, 2), dtype=np.int64)
         self.tile_list = np.empty(0, dtype=np.int32)
+        self.windows = None
+
+    def windows_for(self, plan, share: float = MAX_WINDOW_SHARE) -> WindowWork:
+        """Work arrays of the window path for ``plan`` (allocated on first use)."""
+        if self.windows is None or not self.windows.fits(plan, share):
+            self.windows = WindowWork(plan, share)
+        return self.windows
 
     def tiles_for(self, plan):
         """Bin pointers of both tilings (``SLAB``, ``SPARSE_SLAB``), the z-ranges of the
@@ -269,20 +287,6 @@ def _bound_pass(ijk, cube_of_focus, blog, bstart, bwidth, dlo, bshape, bound):
                 else:
                     for C in range(n_c):
                         bound[dst + C] += blog[src + C]
-
-
-@numba.njit(cache=True, nogil=True, inline="always")
-def _keep_if_supra(v, x, log_cut, cut_ale, supra, n_supra, label, values):
-    """Record in-mask voxel v if ``x = log(1 - ALE)`` is above the threshold; the new count.
-
-    Supra voxels get ``label = -1`` (unvisited by the flood fill) and
-    ``values = ALE - threshold`` (their share of the cluster mass)."""
-    if x < log_cut:
-        supra[n_supra] = v
-        label[v] = -1
-        values[v] = -np.expm1(x) - cut_ale
-        return n_supra + 1
-    return n_supra
 
 
 @numba.njit(cache=True, nogil=True)
@@ -468,7 +472,7 @@ def _tiled(ijk, exp_of_focus, cube_of_focus, width, rows, row_start, shape, dims
                     if mask_grid[v]:
                         x = acc[tb + c]
                         best = min(best, x)
-                        n_supra = _keep_if_supra(v, x, log_cut, cut_ale, supra, n_supra, label, values)
+                        n_supra = keep_if_supra(v, x, log_cut, cut_ale, supra, n_supra, label, values)
         beg = end
     return best, n_supra
 
@@ -494,12 +498,12 @@ def _candidate_ranges(cand_list, n_cand, bshape, sparse_shape, sparse_z):
 @numba.njit(cache=True, nogil=True)
 def _pruned(ijk, exp_of_focus, cube_of_focus, width, rows, row_start, shape, blog, bstart, bwidth, dlo,
             bshape, mask_blocks, mask_grid, log_cut, bound_cut, cut_ale, combine, supra, label, bound,
-            cand_list, sparse_shape, sparse_ptr, sparse_z, lst, acc, comb):
+            cand_list, sparse_shape, sparse_ptr, sparse_z, lst, acc, comb, max_share):
     """Iteration restricted to the slabs holding blocks whose bound can exceed the threshold.
 
     Returns (min log1m, n_supra); n_supra = -1 asks for the brute-force path
     (no voxel above threshold, so the maximum may lie outside the candidates),
-    -2 says that too many blocks are candidates for pruning to pay."""
+    -2 says that more than ``max_share`` of the blocks are candidates (pruning would not pay)."""
     _bound_pass(ijk, cube_of_focus, blog, bstart, bwidth, dlo, bshape, bound)
     n_cand = 0
     for i in range(mask_blocks.shape[0]):
@@ -508,7 +512,7 @@ def _pruned(ijk, exp_of_focus, cube_of_focus, width, rows, row_start, shape, blo
             cand_list[n_cand] = q
             n_cand += 1
     bound[:] = 0.0
-    if n_cand > MAX_CANDIDATE_SHARE * mask_blocks.shape[0]:
+    if n_cand > max_share * mask_blocks.shape[0]:
         return 0.0, -2  # pruning would not pay: let the caller compute the whole grid
     _candidate_ranges(cand_list, n_cand, bshape, sparse_shape, sparse_z)
     best, n_supra = _tiled(ijk, exp_of_focus, cube_of_focus, width, rows, row_start, shape, SPARSE_SLAB,
@@ -522,13 +526,17 @@ def _pruned(ijk, exp_of_focus, cube_of_focus, width, rows, row_start, shape, blo
 @numba.njit(cache=True, nogil=True)
 def run_batch_kernel(draws, mask_ijk, mask_grid, exp_of_focus, cube_of_focus, width, rows, row_start,
                      shape, blog, bstart, bwidth, dlo, bshape, mask_blocks, log_cut, cut_ale, bound_cut, nbr,
-                     sshape, slab_z, sparse_shape, prune, combine, label, supra, stack, bound, cand_list,
-                     slab_ptr, sparse_ptr, sparse_z, lst, acc, comb, out_ale, out_size, out_mass):
+                     sshape, slab_z, sparse_shape, blocks, windows, combine, label, supra, stack, bound, cand_list,
+                     slab_ptr, sparse_ptr, sparse_z, lst, acc, comb, plane_rows, plane_start, env, sep_cut, nzp,
+                     wrows, wstart, G, plane_lo, plane_hi, B, by_x, x_ptr, max_cand, win_id, colmask, ybits, wkey,
+                     wcur, wsm, out_ale, out_size, out_mass, path_counts):
     """Run ``draws.shape[0]`` iterations; ``draws[t]`` holds in-mask voxel
-    numbers for every focus (in experiment order)."""
+    numbers for every focus (in experiment order). ``path_counts`` counts the
+    iterations finished by the block-pruned path, the window path and the whole grid."""
     n_foci = draws.shape[1]
     ijk = np.empty((n_foci, 3), dtype=np.int64)
-    skip_prune = 0
+    skip_blocks = 0
+    skip_windows = 0
     for t in range(draws.shape[0]):
         for f in range(n_foci):
             m = draws[t, f]
@@ -536,19 +544,34 @@ def run_batch_kernel(draws, mask_ijk, mask_grid, exp_of_focus, cube_of_focus, wi
             ijk[f, 1] = mask_ijk[m, 1]
             ijk[f, 2] = mask_ijk[m, 2]
         n_supra = -1
-        if prune and skip_prune == 0:
+        path = 0
+        tried_blocks = blocks and skip_blocks == 0
+        if tried_blocks:
             best, n_supra = _pruned(ijk, exp_of_focus, cube_of_focus, width, rows, row_start, shape, blog,
                                     bstart, bwidth, dlo, bshape, mask_blocks, mask_grid, log_cut, bound_cut,
                                     cut_ale, combine, supra, label, bound, cand_list, sparse_shape, sparse_ptr,
-                                    sparse_z, lst, acc, comb)
+                                    sparse_z, lst, acc, comb,
+                                    MAX_CANDIDATE_SHARE_BEFORE_WINDOWS if windows else MAX_CANDIDATE_SHARE)
         if n_supra == -2:
-            skip_prune = PRUNE_BACKOFF  # dense null: stop trying for a while, then look again
-        elif skip_prune > 0:
-            skip_prune -= 1
+            skip_blocks = PRUNE_BACKOFF  # dense null: stop trying for a while, then look again
+        elif skip_blocks > 0:
+            skip_blocks -= 1
+        if windows and (n_supra == -2 or not tried_blocks) and skip_windows == 0:
+            path = 1
+            best, n_supra = windowed(ijk, exp_of_focus, cube_of_focus, width, plane_rows, plane_start, env, sep_cut,
+                                     nzp, wrows, wstart, shape, mask_grid, log_cut, cut_ale, G, plane_lo, plane_hi,
+                                     B, by_x, x_ptr, stack, max_cand, win_id, colmask, ybits, wkey, wcur, wsm,
+                                     supra, label, combine)
+            if n_supra == -2:
+                skip_windows = PRUNE_BACKOFF
+        elif skip_windows > 0:
+            skip_windows -= 1
         if n_supra < 0:
+            path = 2
             best, n_supra = _tiled(ijk, exp_of_focus, cube_of_focus, width, rows, row_start, shape, SLAB,
                                    sshape, slab_z, mask_grid, log_cut, cut_ale, supra, label, combine, slab_ptr,
                                    lst, acc, comb)
+        path_counts[path] += 1
         size, mass = _clusters(supra, n_supra, combine, label, stack, shape, nbr)
         for q in range(n_supra):
             combine[supra[q]] = 0.0
@@ -557,12 +580,26 @@ def run_batch_kernel(draws, mask_ijk, mask_grid, exp_of_focus, cube_of_focus, wi
         out_mass[t] = mass
 
 
-def run_batch(draws, plan, ws: Workspace, out_ale, out_size, out_mass, prune: bool = True) -> None:
-    """Run one batch of iterations on the CPU (releases the GIL)."""
+def run_batch(draws, plan, ws: Workspace, out_ale, out_size, out_mass, prune: bool = True,
+              block_bound: bool = True, windows: bool = True, window_share: float = MAX_WINDOW_SHARE,
+              path_counts=None) -> None:
+    """Run one batch of iterations on the CPU (releases the GIL).
+
+    ``prune=False`` computes every iteration on the whole grid; ``block_bound=False`` skips
+    the block bound, ``windows=False`` the window path, and ``window_share`` sets the window
+    path's largest share of candidate voxels (tests use the first and the last to run the
+    window path on every iteration). ``path_counts`` (int64, 3) receives the iterations
+    finished by each path (``run_batch_kernel``)."""
+    tables = plan.window
+    work = ws.windows_for(plan, window_share)
+    counts = np.zeros(3, dtype=np.int64) if path_counts is None else path_counts
     run_batch_kernel(
         draws, plan.mask_ijk, plan.mask_grid, plan.exp_of_focus, plan.cube_of_focus, plan.width,
         plan.log1m_rows, plan.row_start, plan.shape, plan.blog, plan.bstart, plan.bwidth, plan.dlo, plan.bshape,
         plan.mask_blocks, plan.log_cut, plan.cut_ale, plan.bound_cut, plan.nbr, plan.sshape, plan.slab_z,
-        plan.sparse_shape, prune, ws.combine, ws.label, ws.supra, ws.stack, ws.bound, ws.cand_list,
-        *ws.tiles_for(plan), ws.tile_acc, ws.tile_comb, out_ale, out_size, out_mass,
+        plan.sparse_shape, prune and block_bound, prune and windows and tables.usable, ws.combine, ws.label, ws.supra,
+        ws.stack, ws.bound, ws.cand_list, *ws.tiles_for(plan), ws.tile_acc, ws.tile_comb,
+        tables.plane_rows, tables.plane_start, tables.env, np.float32(tables.sep_cut), tables.nzp, tables.wrows,
+        tables.wstart, work.G, work.plane_lo, work.plane_hi, work.B, work.by_x, work.x_ptr, work.max_cand,
+        work.win_id, work.colmask, work.ybits, work.wkey, work.wcur, work.wsm, out_ale, out_size, out_mass, counts,
     )

@@ -14,6 +14,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from alemap.inference.cpu import BOUND_PAD, ROW_PAD, SLAB, SPARSE_SLAB, neighbour_offsets
+from alemap.inference.simd import LANES_F32
+from alemap.inference.windows import MAX_WINDOWS_PER_COLUMN, WINDOW
 from alemap.kernels.gaussian import KernelCubes, block_bounds
 
 __all__ = ["MonteCarloPlan", "make_plan"]
@@ -49,6 +51,7 @@ class MonteCarloPlan:
     bound_cut: float
     log1m_rows: np.ndarray
     row_start: np.ndarray
+    window: WindowTables
 
     @property
     def n_foci(self) -> int:
@@ -133,6 +136,8 @@ def make_plan(
         sparse_shape=sparse_shape,
         bound_cut=_bound_cut(float(np.log1p(-cut_ale)), int(exp_offsets[-1])),
         **_kernel_rows(cubes),
+        window=window_tables(cubes.values, cubes.log1m, cubes.start, cubes.width, float(np.log1p(-cut_ale)),
+                             int(exp_offsets[-1]), mask.shape),
     )
 
 
@@ -210,3 +215,62 @@ def _bound_cut(log_cut: float, n_foci: int) -> float:
     """
     nu = max(1, n_foci) * 2.0**-24
     return log_cut * (1.0 - nu / (1.0 - nu))
+
+
+@dataclass(frozen=True)
+class WindowTables:
+    """Invariants of :func:`windowed` for one set of kernel cubes and threshold."""
+
+    plane_rows: np.ndarray  # float32: cube j's (w, ceil(w / 16) * 16) plane bounds from plane_start[j]
+    plane_start: np.ndarray
+    env: np.ndarray  # float32 (2 R + 1,): the largest normalised 1-D kernel factor
+    sep_cut: float  # float32 threshold of the bound B (in -log(1 - ALE))
+    nzp: int  # z-length of G's and B's rows: nz + R + the longest padded plane row
+    wrows: np.ndarray  # float64: cube j's (w * w, w + 16) log(1 - k) rows, 8 zeros each side, from wstart[j]
+    wstart: np.ndarray
+    usable: bool  # the grid has at most 64 windows per column
+
+
+def window_tables(values: np.ndarray, log1m: np.ndarray, start: np.ndarray, width: np.ndarray, log_cut: float,
+                  n_foci: int, shape) -> WindowTables:
+    """Tables of the separable bound and the window pass (module docstring) for kernel cubes
+    ``values`` (``log1m = log1p(-values)``; cube j of edge ``width[j]`` from ``start[j]``)."""
+    R = int(width.max()) // 2
+    env = np.zeros(2 * R + 1)
+    planes, plane_start, rows, wstart = [], [0], [], [0]
+    for j, w in enumerate(int(x) for x in width):
+        k = values[start[j] : start[j] + w**3].reshape(w, w, w)
+        lg = log1m[start[j] : start[j] + w**3].reshape(w, w, w)
+        c = w // 2
+        g = k[:, c, c] / k[c, c, c]  # the 1-D factor along x, 1 at the centre
+        env[R - c : R + c + 1] = np.maximum(env[R - c : R + c + 1], g)
+        plane = np.zeros((w, -(-w // LANES_F32) * LANES_F32))
+        plane[:, :w] = (-lg / g[:, None, None]).max(axis=0) * (1.0 + 1e-12)
+        planes.append(_round_up_f32(plane).ravel())
+        plane_start.append(plane_start[-1] + plane.size)
+        padded = np.zeros((w * w, w + 2 * WINDOW))
+        padded[:, WINDOW : WINDOW + w] = lg.reshape(w * w, w)
+        rows.append(padded.ravel())
+        wstart.append(wstart[-1] + padded.size)
+    longest = max(-(-int(w) // LANES_F32) * LANES_F32 for w in width)
+    nz = int(shape[2])
+    # B is a float32 sum of at most n_foci + 2 R + 1 positive terms and products (Higham 2002,
+    # section 4.2: relative error gamma_n = n u / (1 - n u), u = 2^-24); halve the margin's slack
+    n = n_foci + 2 * R + 4
+    gamma = n * 2.0**-24 / (1.0 - n * 2.0**-24)
+    cut = float(_round_down_f32(np.array([-log_cut * (1.0 - 2.0 * gamma)]))[0])
+    return WindowTables(
+        plane_rows=np.concatenate(planes + [np.zeros(LANES_F32, dtype=np.float32)]),
+        plane_start=np.asarray(plane_start[:-1], dtype=np.int64),
+        env=_round_up_f32(env),
+        sep_cut=cut,
+        nzp=-(-(nz + R + longest) // LANES_F32) * LANES_F32,
+        wrows=np.concatenate(rows),
+        wstart=np.asarray(wstart[:-1], dtype=np.int64),
+        usable=-(-nz // WINDOW) <= MAX_WINDOWS_PER_COLUMN,
+    )
+
+
+def _round_up_f32(x: np.ndarray) -> np.ndarray:
+    y = np.asarray(x, dtype=np.float64).astype(np.float32)
+    return np.where(y.astype(np.float64) < x, np.nextafter(y, np.float32(np.inf)), y).astype(np.float32)

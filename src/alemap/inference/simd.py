@@ -28,7 +28,7 @@ from llvmlite import ir
 from numba import types
 from numba.extending import intrinsic
 
-__all__ = ["LANES", "LANES_F32", "add8", "add16f", "min8", "flush8"]
+__all__ = ["LANES", "LANES_F32", "add8", "add16f", "min8", "flush8", "window8", "trailing_zeros", "bit_count"]
 
 #: Elements per operation (float64; float32 for ``add16f``).
 LANES = 8
@@ -97,3 +97,53 @@ def flush8(typingctx, dst, src, i):
         return context.get_dummy_value()
 
     return sig, codegen
+
+
+@intrinsic
+def window8(typingctx, buf, i, src, j, new):
+    """One focus on one window of eight voxels (``buf[i:i + 8]`` sums, ``buf[i + 8:i + 16]``
+    the current experiment's minimum): if ``new`` (another experiment), the sums take the
+    minimum so far (``+ 0.0`` otherwise, which changes no sum) and the minimum restarts from
+    the row ``src[j:j + 8]``; else the minimum takes the row as ``min8`` does."""
+    _check(buf, src)
+    sig = types.void(buf, i, src, j, new)
+
+    def codegen(context, builder, signature, args):
+        s_ptr = _vector_at(context, builder, signature.args[0], args[0], args[1])
+        m_ptr = _vector_at(context, builder, signature.args[0], args[0],
+                           builder.add(args[1], ir.Constant(args[1].type, LANES)))
+        r_ptr = _vector_at(context, builder, signature.args[2], args[2], args[3])
+        s, m, r = (builder.load(p, align=8) for p in (s_ptr, m_ptr, r_ptr))
+        new_exp = builder.icmp_unsigned("!=", args[4], ir.Constant(args[4].type, 0))
+        builder.store(builder.fadd(s, builder.select(new_exp, m, ir.Constant(_VEC, [0.0] * LANES))), s_ptr, align=8)
+        smaller = builder.select(builder.fcmp_ordered("<", r, m), r, m)
+        builder.store(builder.select(new_exp, r, smaller), m_ptr, align=8)
+        return context.get_dummy_value()
+
+    return sig, codegen
+
+
+def _bit_op(name: str, doc: str, llvm_name: str, extra_args: tuple):
+    """Intrinsic ``name(bits)`` on a uint64 returning int64: one LLVM bit intrinsic."""
+
+    def typer(typingctx, bits):
+        if bits != types.uint64:
+            raise TypeError(f"{name} takes a uint64, not {bits}")
+        sig = types.int64(types.uint64)
+
+        def codegen(context, builder, signature, args):
+            i64 = ir.IntType(64)
+            fnty = ir.FunctionType(i64, [i64] + [a.type for a in extra_args])
+            fn = builder.module.declare_intrinsic(llvm_name, [i64], fnty)
+            return builder.call(fn, [args[0], *extra_args])
+
+        return sig, codegen
+
+    typer.__name__ = typer.__qualname__ = name
+    typer.__doc__ = doc
+    return intrinsic(typer)
+
+
+trailing_zeros = _bit_op("trailing_zeros", "Index of the lowest set bit of a uint64, 64 for zero (``tzcnt``).",
+                         "llvm.cttz", (ir.Constant(ir.IntType(1), 0),))
+bit_count = _bit_op("bit_count", "Number of set bits of a uint64 (``popcnt``).", "llvm.ctpop", ())
