@@ -117,7 +117,8 @@ def _window_bytes(shape, n_mask: int, n_foci: int, width: int) -> int:
         4 * (2 * r + 1) * ny * nzp + 4 * ny * nzp  # the ring of bound planes and one output plane
         + 2 * 8 * (2 * r + 1)  # their row ranges
         + 8 * int(n_foci) + 8 * (nx + 1)  # foci sorted by x-plane
-        + 2 * 8 * nx * ny + 8 * nx * -(-ny // 64)  # first window and window bits per column, column bits
+        + 2 * 8 * nx * ny  # first window and window bits per column
+        + 8 * nx * -(-nz // WINDOW) * -(-ny // 64)  # columns holding windows, per x-plane and window row
         + (8 + 8 + 2 * WINDOW * 8) * most  # per window: position, experiment, sums and minima
     )
 
