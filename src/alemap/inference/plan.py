@@ -219,7 +219,8 @@ def _bound_cut(log_cut: float, n_foci: int) -> float:
 
 @dataclass(frozen=True)
 class WindowTables:
-    """Invariants of :func:`windowed` for one set of kernel cubes and threshold."""
+    """Invariants of the window path (:func:`alemap.inference.windows.windowed`) for one set of
+    kernel cubes and threshold (built by :func:`window_tables`)."""
 
     plane_rows: np.ndarray  # float32: cube j's (w, ceil(w / 16) * 16) plane bounds from plane_start[j]
     plane_start: np.ndarray
@@ -228,21 +229,31 @@ class WindowTables:
     nzp: int  # z-length of G's and B's rows: nz + R + the longest padded plane row
     wrows: np.ndarray  # float64: cube j's (w * w, w + 16) log(1 - k) rows, 8 zeros each side, from wstart[j]
     wstart: np.ndarray
-    usable: bool  # the grid has at most 64 windows per column
+    usable: bool  # the tables bound, and the grid has at most 64 windows per column
 
 
 def window_tables(values: np.ndarray, log1m: np.ndarray, start: np.ndarray, width: np.ndarray, log_cut: float,
                   n_foci: int, shape) -> WindowTables:
-    """Tables of the separable bound and the window pass (module docstring) for kernel cubes
-    ``values`` (``log1m = log1p(-values)``; cube j of edge ``width[j]`` from ``start[j]``)."""
+    """Tables of the separable bound and the window pass (:mod:`alemap.inference.windows`) for
+    kernel cubes ``values`` (``log1m = log1p(-values)``; cube j of edge ``width[j]`` from
+    ``start[j]``).
+
+    ``plane_j(dy, dz)`` is the largest ``m_j / g_j(dx)`` over ``dx``, so ``m_j <= g_j(dx)
+    plane_j(dy, dz) <= env(dx) plane_j(dy, dz)`` holds for any kernel whose centre row along
+    x is positive; for the separable Gaussian kernels it is tight (the ratio is largest at
+    ``dx = 0``, within ``1 + k / 2`` of the value). Tables that could not bound (a zero in a
+    centre row) or a float32 margin past one half leave the window path unused."""
     R = int(width.max()) // 2
     env = np.zeros(2 * R + 1)
+    positive = True
     planes, plane_start, rows, wstart = [], [0], [], [0]
     for j, w in enumerate(int(x) for x in width):
         k = values[start[j] : start[j] + w**3].reshape(w, w, w)
         lg = log1m[start[j] : start[j] + w**3].reshape(w, w, w)
         c = w // 2
         g = k[:, c, c] / k[c, c, c]  # the 1-D factor along x, 1 at the centre
+        positive = positive and bool(np.all(g > 0.0))
+        g = np.where(g > 0.0, g, 1.0)
         env[R - c : R + c + 1] = np.maximum(env[R - c : R + c + 1], g)
         plane = np.zeros((w, -(-w // LANES_F32) * LANES_F32))
         plane[:, :w] = (-lg / g[:, None, None]).max(axis=0) * (1.0 + 1e-12)
@@ -255,9 +266,10 @@ def window_tables(values: np.ndarray, log1m: np.ndarray, start: np.ndarray, widt
     longest = max(-(-int(w) // LANES_F32) * LANES_F32 for w in width)
     nz = int(shape[2])
     # B is a float32 sum of at most n_foci + 2 R + 1 positive terms and products (Higham 2002,
-    # section 4.2: relative error gamma_n = n u / (1 - n u), u = 2^-24); halve the margin's slack
+    # section 4.2: relative error at most gamma_n = n u / (1 - n u), u = 2^-24); the cut keeps
+    # a margin of twice that
     n = n_foci + 2 * R + 4
-    gamma = n * 2.0**-24 / (1.0 - n * 2.0**-24)
+    gamma = n * 2.0**-24 / (1.0 - n * 2.0**-24) if n * 2.0**-24 < 0.25 else 1.0
     cut = float(_round_down_f32(np.array([-log_cut * (1.0 - 2.0 * gamma)]))[0])
     return WindowTables(
         plane_rows=np.concatenate(planes + [np.zeros(LANES_F32, dtype=np.float32)]),
@@ -267,7 +279,7 @@ def window_tables(values: np.ndarray, log1m: np.ndarray, start: np.ndarray, widt
         nzp=-(-(nz + R + longest) // LANES_F32) * LANES_F32,
         wrows=np.concatenate(rows),
         wstart=np.asarray(wstart[:-1], dtype=np.int64),
-        usable=-(-nz // WINDOW) <= MAX_WINDOWS_PER_COLUMN,
+        usable=positive and gamma < 0.25 and -(-nz // WINDOW) <= MAX_WINDOWS_PER_COLUMN,
     )
 
 
