@@ -100,7 +100,7 @@ ROW_PAD = 8
 BOUND_PAD = 16
 #: The window path's work arrays (alemap.inference.windows.WindowWork): largest share of
 #: candidate voxels, voxels per window, float32 lanes of the bound's rows.
-MAX_WINDOW_SHARE = 0.06
+MAX_WINDOW_SHARE = 0.15
 WINDOW = 8
 LANES_F32 = 16
 

@@ -40,9 +40,11 @@ from alemap.inference.supra import keep_if_supra
 
 __all__ = ["MAX_WINDOW_SHARE", "MAX_WINDOWS_PER_COLUMN", "WINDOW", "WindowWork", "windowed"]
 
-#: Above this share of in-mask voxels as candidates the whole grid costs less (one thread,
-#: session 6: at 2.2 % candidates, 1,000 tables, the windows take ~30 % of the whole grid's time).
-MAX_WINDOW_SHARE = 0.06
+#: Above this share of in-mask voxels as candidates the whole grid costs about as much (one
+#: thread, session 6, 1,000 Neurosynth tables with lowered thresholds: share 0.045 30 ms against
+#: 82 for the whole grid, 0.083 56 / 68, 0.14 54 / 89, 0.23 94 / 89; 3,000 tables, share ~0.10:
+#: 151 / 322).
+MAX_WINDOW_SHARE = 0.15
 #: Voxels per window along z (one eight-wide vector).
 WINDOW = LANES
 #: Most windows per column (bits of a uint64): grids up to 512 voxels along z.
