@@ -24,10 +24,11 @@ steps replace the whole-grid pass there:
    x-plane and row of windows along z, the y-columns holding a window; a
    window's index is its column's first plus the windows below it there.
 
-Measured (one thread, 1,000 Neurosynth tables, session 6): bound 7-9 ms and
-windows ~30 ms per iteration against ~105 ms for the whole grid; 300 tables
-~9 against ~32 ms. Above ``MAX_WINDOW_SHARE`` candidate voxels the whole grid
-is computed instead.
+Measured (one thread, Neurosynth tables, session 6; docs/dev-notes/session-6.md):
+1,000 tables 28-31 ms per iteration (bound 6-9, windows ~23) against 113-122
+for the whole grid; 300 tables 11 against 41; 3,000 tables 132-149 against
+246-274. Above ``MAX_WINDOW_SHARE`` candidate voxels the whole grid is
+computed instead.
 """
 
 from __future__ import annotations
