@@ -63,7 +63,8 @@ MAX_CANDIDATE_SHARE = 0.08
 #: bound at ~4.5 % candidate blocks (one thread, session 6: 70 tables, share 0.040, 3.9 ms
 #: against 4.4 ms by windows; 100 tables, share 0.062, 5.9 against 3.6).
 MAX_CANDIDATE_SHARE_BEFORE_WINDOWS = 0.045
-#: Iterations to skip pruning after it did not pay (results are identical either way).
+#: Iterations to skip a bound (the block bound, or the window path's) after it did not pay
+#: (results are identical either way).
 PRUNE_BACKOFF = 15
 #: Tiles of the whole-grid path (voxels along x, y, z): whole kernel rows along z fit in one
 #: (17 voxels for 20 subjects on the 2 mm grid), and the two float64 buffers (48 KiB) stay in
