@@ -115,8 +115,8 @@ def test_limits_mirror_the_engine_tilings():
 
     assert (limits.SLAB, limits.SPARSE_SLAB, limits.ROW_PAD, limits.BOUND_PAD) == \
         (cpu.SLAB, cpu.SPARSE_SLAB, cpu.ROW_PAD, cpu.BOUND_PAD)
-    assert (limits.MAX_WINDOW_SHARE, limits.WINDOW, limits.LANES_F32) == \
-        (windows.MAX_WINDOW_SHARE, windows.WINDOW, LANES_F32)
+    assert (limits.MAX_WINDOW_SHARE, limits.WINDOW, limits.LANES_F32, limits.SEPARABLE_CLASSES) == \
+        (windows.MAX_WINDOW_SHARE, windows.WINDOW, LANES_F32, windows.SEPARABLE_CLASSES)
     for width in (5, 17, 31, 41):
         assert limits._tiles_per_focus(width**3) == tiles_per_focus(width)
 
@@ -139,13 +139,16 @@ def test_per_job_estimate_counts_the_engine_workspace_exactly():
     windows = limits._window_bytes(grid.shape, grid.n_voxels, 0, 31)
     assert est.per_job - windows == workspace_bytes  # if Workspace changes, alemap._limits must follow
     assert estimate_fit_memory(n_foci=0, n_grid=n_grid, n_mask=grid.n_voxels).per_job >= workspace_bytes + windows
-    # the window path's arrays, allocated for a real plan (one focus, the widest kernel: 1 subject)
-    cubes = kernel_cubes([1])
-    plan = make_plan(grid.mask, np.array([0, 1]), np.array([0]), cubes, 0.01)
-    assert int(plan.width.max()) == 31
-    work = Workspace(n_grid, n_blocks).windows_for(plan)
-    assert limits._window_bytes(grid.shape, grid.n_voxels, 1, 31) == \
-        sum(a.nbytes for a in vars(work).values() if isinstance(a, np.ndarray))
+    # the window path's arrays, allocated for real plans: the widest kernel (1 subject) alone,
+    # then with a narrower one and enough foci for two classes of widths (the most)
+    for sizes, foci, classes in (([1], 1, 1), ([1, 30], 6000, 2)):
+        cubes = kernel_cubes(sizes)
+        offsets = np.arange(len(sizes) + 1) * foci
+        plan = make_plan(grid.mask, offsets, np.arange(len(sizes)), cubes, 0.01)
+        assert int(plan.width.max()) == 31 and plan.window.env.shape[0] == classes
+        work = Workspace(n_grid, n_blocks).windows_for(plan)
+        assert limits._window_bytes(grid.shape, grid.n_voxels, int(offsets[-1]), 31, classes) == \
+            sum(a.nbytes for a in vars(work).values() if isinstance(a, np.ndarray))
     bigger = estimate_fit_memory(n_foci=1000, n_grid=n_grid, n_mask=grid.n_voxels, n_blocks=n_blocks,
                                  n_slabs=n_slabs, n_sparse_slabs=n_sparse, shape=grid.shape)
     # one batch of relocated foci, their voxel indices, and their tile bins (int32; 9 x 9 x 2 sparse slabs for 31^3)

@@ -437,27 +437,90 @@ def test_engine_matches_reference_mni():
     assert any(max(sizes) > 0 for cut, _, sizes in seen if cut == 0.006)
 
 
+def test_engine_matches_reference_two_width_classes(monkeypatch):
+    """The window path's bound with two classes of kernel widths (normally only from 10,000
+    foci on; forced here on the small odd grid with 8-100 subjects)."""
+    monkeypatch.setattr("alemap.inference.plan.SEPARATE_CLASSES_FROM_FOCI", 0)
+    grid = ellipsoid_grid((27, 31, 25), (16, 14, 15))
+    n_subjects = np.array([8, 12, 20, 35, 60, 15, 15, 100])
+    counts = np.array([1, 2, 5, 8, 3, 6, 1, 4])
+    cubes = kernel_cubes(n_subjects)
+    offsets = np.concatenate([[0], np.cumsum(counts)])
+    assert make_plan(grid.mask, offsets, cubes.index(n_subjects), cubes, 0.01).window.env.shape[0] == 2
+    seen = _compare_engine_with_reference(grid.mask, n_subjects, counts, (0.008, 0.014), 16, seed=4)
+    assert any(max(sizes) > 0 for cut, _, sizes in seen if cut == 0.014)
+
+
+@pytest.mark.parametrize("classes_from", [0, 10**9])
+def test_separable_bound_bounds_the_sum_over_foci(monkeypatch, classes_from):
+    """Every voxel whose sum over all foci of -log(1 - k) exceeds a cut is a candidate of the
+    separable bound at that cut: 25 cuts across the range, on a box grid (foci on faces and
+    corners), kernels of 1-100 subjects, in two classes of widths and in one."""
+    monkeypatch.setattr("alemap.inference.plan.SEPARATE_CLASSES_FROM_FOCI", classes_from)
+    from alemap.inference import windows
+
+    grid = box_grid((21, 24, 19))
+    rng = np.random.default_rng(8)
+    n_subjects = np.array([1, 3, 8, 15, 30, 60, 100, 20])
+    counts = np.array([3, 2, 6, 4, 5, 3, 4, 6])
+    offsets = np.concatenate([[0], np.cumsum(counts)])
+    cubes = kernel_cubes(n_subjects)
+    plan = make_plan(grid.mask, offsets, cubes.index(n_subjects), cubes, 0.01)
+    assert plan.window.env.shape[0] == (2 if classes_from == 0 else 1)
+    work = cpu.Workspace(plan.n_grid, plan.n_blocks).windows_for(plan, 1.0)
+    corners = np.array([[i, j, k] for i in (0, 20) for j in (0, 23) for k in (0, 18)])
+    ratios = []
+    for _ in range(3):
+        ijk = plan.mask_ijk[rng.integers(0, plan.n_mask, plan.n_foci)]
+        ijk[: len(corners)] = corners
+        total = np.zeros(plan.n_grid)
+        cpu._accumulate(ijk, np.arange(plan.n_foci + 1), plan.cube_of_focus, plan.log1m_k, plan.start, plan.width,
+                        plan.shape, total, np.zeros(plan.n_grid))
+        s = -total
+        cand = np.empty(plan.n_grid, dtype=np.int64)
+        for cut in np.quantile(s, np.linspace(0.02, 0.98, 25)):
+            n = windows._separable_bound(ijk, plan.cube_of_focus, plan.width, plan.window.plane_rows,
+                                         plan.window.plane_start, plan.window.env, plan.window.cube_class,
+                                         np.float32(cut), plan.shape, plan.window.nzp, work.G, work.plane_lo,
+                                         work.plane_hi, work.B, plan.mask_grid, cand, plan.n_grid, work.by_x,
+                                         work.x_ptr)
+            need = np.flatnonzero(s > cut * (1 + 1e-5))
+            assert np.all(np.isin(need, cand[:n])), cut
+            ratios.append(n / max(need.size, 1))
+    # and not vacuous: candidates / voxels above the cut, median over the cuts (measured 1.4 with
+    # two classes; the kernels of 1-100 subjects differ widely in width)
+    assert np.median(ratios) < 2.0
+
+
 def test_window_tables_bound_every_kernel():
     """The window path's separable bound: for every kernel cube (1 to 200 subjects: edges 31
     down to 13), ``-log(1 - k)`` at every offset is at most ``env(dx) * plane(dy, dz)`` as
     stored (float32, rounded up), and tight within 1 % at the peak for the largest samples."""
     sizes = [1, 2, 5, 8, 12, 20, 35, 60, 100, 200]
     cubes = kernel_cubes(sizes)
-    tables = window_tables(cubes.values, cubes.log1m, cubes.start, cubes.width, np.log1p(-0.01), 1000, (91, 109, 91))
+    foci = np.full(len(sizes), 1500)
+    tables = window_tables(cubes.values, cubes.log1m, cubes.start, cubes.width, np.log1p(-0.01), foci, (91, 109, 91))
     assert tables.usable
+    # two classes of widths holding equal numbers of foci: the narrow kernels (many subjects) first;
+    # one class with fewer foci (a second pass along x would cost more than it saves)
+    assert tables.env.shape[0] == 2 and list(tables.cube_class) == [1] * 5 + [0] * 5
+    few = window_tables(cubes.values, cubes.log1m, cubes.start, cubes.width, np.log1p(-0.01), foci // 20, (9, 9, 9))
+    assert few.env.shape[0] == 1 and not few.cube_class.any()
     R = int(cubes.width.max()) // 2
-    env = tables.env.astype(np.float64)
     for j, w in enumerate(int(x) for x in cubes.width):
         m = -cubes.log1m[cubes.start[j] : cubes.start[j] + w**3].reshape(w, w, w)
         rw = -(-w // 16) * 16
         rows = tables.plane_rows[tables.plane_start[j] : tables.plane_start[j] + w * rw].reshape(w, rw)
         assert np.all(rows[:, w:] == 0)  # the padding the sixteen-wide additions carry
         c = w // 2
+        env = tables.env[tables.cube_class[j]].astype(np.float64)
         bound = env[R - c : R + c + 1, None, None] * rows[:, :w].astype(np.float64)[None]
         assert np.all(m <= bound), sizes[j]
     assert bound[c, c, c] <= m[c, c, c] * 1.01  # the last cube: 200 subjects
-    # the float32 cut sits below the exact one by the summation margin, and not far below
-    assert -np.log1p(-0.01) * (1 - 1e-3) < tables.sep_cut < -np.log1p(-0.01)
+    # the float32 cut sits below the exact one by the summation margin (about 2 n u for n
+    # terms, u = 2^-24), and not far below
+    n = foci.sum() + 2 * 31
+    assert -np.log1p(-0.01) * (1 - 3 * n * 2.0**-24) < tables.sep_cut < -np.log1p(-0.01) * (1 - n * 2.0**-24)
 
 
 def test_window_tables_refuse_a_kernel_they_cannot_bound():
@@ -467,7 +530,7 @@ def test_window_tables_refuse_a_kernel_they_cannot_bound():
     values = cubes.values.copy()
     w = int(cubes.width[0])
     values.reshape(w, w, w)[0, w // 2, w // 2] = 0.0
-    tables = window_tables(values, np.log1p(-values), cubes.start, cubes.width, np.log1p(-0.01), 100, (20, 20, 20))
+    tables = window_tables(values, np.log1p(-values), cubes.start, cubes.width, np.log1p(-0.01), [100], (20, 20, 20))
     assert not tables.usable
 
 

@@ -103,19 +103,22 @@ BOUND_PAD = 16
 MAX_WINDOW_SHARE = 0.15
 WINDOW = 8
 LANES_F32 = 16
+#: Classes of kernel widths in the window path's bound (one ring of planes each; the most).
+SEPARABLE_CLASSES = 2
 
 
-def _window_bytes(shape, n_mask: int, n_foci: int, width: int) -> int:
+def _window_bytes(shape, n_mask: int, n_foci: int, width: int, classes: int = SEPARABLE_CLASSES) -> int:
     """Bytes of one thread's window-path work arrays (as ``windows.WindowWork``) for a grid of
-    ``shape`` and kernels of edge up to ``width``."""
+    ``shape``, kernels of edge up to ``width`` in ``classes`` classes."""
     nx, ny, nz = (int(v) for v in shape)
+    rings = int(classes) * (2 * (int(width) // 2) + 1)
     r = int(width) // 2
     row = -(-int(width) // LANES_F32) * LANES_F32
     nzp = -(-(nz + r + row) // LANES_F32) * LANES_F32
     most = min(int(n_mask), int(MAX_WINDOW_SHARE * n_mask)) + 1
     return (
-        4 * (2 * r + 1) * ny * nzp + 4 * ny * nzp  # the ring of bound planes and one output plane
-        + 2 * 8 * (2 * r + 1)  # their row ranges
+        4 * rings * ny * nzp + 4 * ny * nzp  # the rings of bound planes and one output plane
+        + 2 * 8 * rings  # their row ranges
         + 8 * int(n_foci) + 8 * (nx + 1)  # foci sorted by x-plane
         + 2 * 8 * nx * ny  # first window and window bits per column
         + 8 * nx * -(-nz // WINDOW) * -(-ny // 64)  # columns holding windows, per x-plane and window row

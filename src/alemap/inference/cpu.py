@@ -528,9 +528,9 @@ def _pruned(ijk, exp_of_focus, cube_of_focus, width, rows, row_start, shape, blo
 def run_batch_kernel(draws, mask_ijk, mask_grid, exp_of_focus, cube_of_focus, width, rows, row_start,
                      shape, blog, bstart, bwidth, dlo, bshape, mask_blocks, log_cut, cut_ale, bound_cut, nbr,
                      sshape, slab_z, sparse_shape, blocks, windows, combine, label, supra, stack, bound, cand_list,
-                     slab_ptr, sparse_ptr, sparse_z, lst, acc, comb, plane_rows, plane_start, env, sep_cut, nzp,
-                     wrows, wstart, G, plane_lo, plane_hi, B, by_x, x_ptr, max_cand, win_id, colmask, ybits, wkey,
-                     wcur, wsm, out_ale, out_size, out_mass, path_counts):
+                     slab_ptr, sparse_ptr, sparse_z, lst, acc, comb, plane_rows, plane_start, env, cube_class,
+                     sep_cut, nzp, wrows, wstart, G, plane_lo, plane_hi, B, by_x, x_ptr, max_cand, win_id, colmask,
+                     ybits, wkey, wcur, wsm, out_ale, out_size, out_mass, path_counts):
     """Run ``draws.shape[0]`` iterations; ``draws[t]`` holds in-mask voxel
     numbers for every focus (in experiment order). ``path_counts`` counts the
     iterations finished by the block-pruned path, the window path and the whole grid."""
@@ -559,10 +559,10 @@ def run_batch_kernel(draws, mask_ijk, mask_grid, exp_of_focus, cube_of_focus, wi
             skip_blocks -= 1
         if windows and (n_supra == -2 or not tried_blocks) and skip_windows == 0:
             path = 1
-            best, n_supra = windowed(ijk, exp_of_focus, cube_of_focus, width, plane_rows, plane_start, env, sep_cut,
-                                     nzp, wrows, wstart, shape, mask_grid, log_cut, cut_ale, G, plane_lo, plane_hi,
-                                     B, by_x, x_ptr, stack, max_cand, win_id, colmask, ybits, wkey, wcur, wsm,
-                                     supra, label, combine)
+            best, n_supra = windowed(ijk, exp_of_focus, cube_of_focus, width, plane_rows, plane_start, env,
+                                     cube_class, sep_cut, nzp, wrows, wstart, shape, mask_grid, log_cut, cut_ale, G,
+                                     plane_lo, plane_hi, B, by_x, x_ptr, stack, max_cand, win_id, colmask, ybits,
+                                     wkey, wcur, wsm, supra, label, combine)
             if n_supra == -2:
                 skip_windows = PRUNE_BACKOFF
         elif skip_windows > 0:
@@ -600,7 +600,8 @@ def run_batch(draws, plan, ws: Workspace, out_ale, out_size, out_mass, prune: bo
         plan.mask_blocks, plan.log_cut, plan.cut_ale, plan.bound_cut, plan.nbr, plan.sshape, plan.slab_z,
         plan.sparse_shape, prune and block_bound, prune and windows and tables.usable, ws.combine, ws.label, ws.supra,
         ws.stack, ws.bound, ws.cand_list, *ws.tiles_for(plan), ws.tile_acc, ws.tile_comb,
-        tables.plane_rows, tables.plane_start, tables.env, np.float32(tables.sep_cut), tables.nzp, tables.wrows,
+        tables.plane_rows, tables.plane_start, tables.env, tables.cube_class, np.float32(tables.sep_cut),
+        tables.nzp, tables.wrows,
         tables.wstart, work.G, work.plane_lo, work.plane_hi, work.B, work.by_x, work.x_ptr, work.max_cand,
         work.win_id, work.colmask, work.ybits, work.wkey, work.wcur, work.wsm, out_ale, out_size, out_mass, counts,
     )

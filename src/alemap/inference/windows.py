@@ -39,7 +39,7 @@ import numpy as np
 from alemap.inference.simd import LANES, LANES_F32, add8, add16f, bit_count, trailing_zeros, window8
 from alemap.inference.supra import keep_if_supra
 
-__all__ = ["MAX_WINDOW_SHARE", "MAX_WINDOWS_PER_COLUMN", "WINDOW", "WindowWork", "windowed"]
+__all__ = ["MAX_WINDOW_SHARE", "MAX_WINDOWS_PER_COLUMN", "SEPARABLE_CLASSES", "SEPARATE_CLASSES_FROM_FOCI", "WINDOW", "WindowWork", "windowed"]
 
 #: Above this share of in-mask voxels as candidates the whole grid costs about as much (one
 #: thread, session 6, 1,000 Neurosynth tables with lowered thresholds: share 0.045 30 ms against
@@ -50,20 +50,28 @@ MAX_WINDOW_SHARE = 0.15
 WINDOW = LANES
 #: Most windows per column (bits of a uint64): grids up to 512 voxels along z.
 MAX_WINDOWS_PER_COLUMN = 64
+#: Classes of kernel widths in the separable bound, each its own pass along x
+#: (``plan.window_tables``), from ``SEPARATE_CLASSES_FROM_FOCI`` foci on. One thread, session 6,
+#: Neurosynth tables with 8-60 subjects, window path per iteration (min/median of 3): 1,000
+#: tables (18,649 foci) one class 51/54 ms, two 43/44, three 44/45; 300 tables (5,729 foci)
+#: one 9.9/12.1, two 12.3/14.5.
+SEPARABLE_CLASSES = 2
+SEPARATE_CLASSES_FROM_FOCI = 10_000
 
 
 @numba.njit(cache=True, nogil=True)
-def _separable_bound(ijk, cube_of_focus, width, plane_rows, plane_start, env, sep_cut, shape, NZP, G, plane_lo,
-                     plane_hi, B, mask_grid, cand, max_cand, by_x, x_ptr):
+def _separable_bound(ijk, cube_of_focus, width, plane_rows, plane_start, env, cube_class, sep_cut, shape, NZP, G,
+                     plane_lo, plane_hi, B, mask_grid, cand, max_cand, by_x, x_ptr):
     """In-mask voxels whose separable bound exceeds ``sep_cut``, in flat order, into ``cand``.
 
-    Returns their number, or -1 past ``max_cand``. ``G`` is a ring of ``2 R + 1`` x-planes
-    (ny, NZP) float32, z shifted by the envelope's radius R: plane x is filled (from the
-    foci at x, ``by_x``) just before output plane x - R needs it, and reused for plane
-    x + 2 R + 1, so the ring stays in cache. It is left zeroed."""
+    Returns their number, or -1 past ``max_cand``. ``G`` holds, per class of kernels, a ring
+    of ``2 R + 1`` x-planes (ny, NZP) float32, z shifted by the envelope's radius R: plane x
+    is filled (from the foci at x, ``by_x``) just before output plane x - R needs it, and
+    reused for plane x + 2 R + 1, so the rings stay in cache. It is left zeroed."""
     nx, ny, nz = shape[0], shape[1], shape[2]
-    R = env.shape[0] // 2
+    R = env.shape[1] // 2
     RING = 2 * R + 1
+    NC = env.shape[0]
     PL = ny * NZP
     # foci by x-plane (counting sort)
     x_ptr[:] = 0
@@ -78,14 +86,16 @@ def _separable_bound(ijk, cube_of_focus, width, plane_rows, plane_start, env, se
     filled = 0  # planes [0, filled) are in the ring
     for x in range(nx):
         while filled < min(nx, x + R + 1):
-            slot = filled % RING
-            if plane_hi[slot] > plane_lo[slot]:
-                G[slot * PL + plane_lo[slot] * NZP : slot * PL + plane_hi[slot] * NZP] = 0.0
-            plane_lo[slot] = ny
-            plane_hi[slot] = 0
+            for c in range(NC):
+                slot = c * RING + filled % RING
+                if plane_hi[slot] > plane_lo[slot]:
+                    G[slot * PL + plane_lo[slot] * NZP : slot * PL + plane_hi[slot] * NZP] = 0.0
+                plane_lo[slot] = ny
+                plane_hi[slot] = 0
             for u in range(x_ptr[filled - 1] if filled > 0 else 0, x_ptr[filled]):
                 f = by_x[u]
                 j = cube_of_focus[f]
+                slot = cube_class[j] * RING + filled % RING
                 w = width[j]
                 r = w // 2
                 rw = (w + LANES_F32 - 1) // LANES_F32
@@ -100,19 +110,21 @@ def _separable_bound(ijk, cube_of_focus, width, plane_rows, plane_start, env, se
                         add16f(G, dst + LANES_F32 * h, plane_rows, src + LANES_F32 * h)
             filled += 1
         ylo, yhi = ny, 0
-        for xp in range(max(0, x - R), min(nx, x + R + 1)):
-            slot = xp % RING
-            if plane_hi[slot] > plane_lo[slot]:
-                ylo = min(ylo, plane_lo[slot])
-                yhi = max(yhi, plane_hi[slot])
+        for c in range(NC):
+            for xp in range(max(0, x - R), min(nx, x + R + 1)):
+                slot = c * RING + xp % RING
+                if plane_hi[slot] > plane_lo[slot]:
+                    ylo = min(ylo, plane_lo[slot])
+                    yhi = max(yhi, plane_hi[slot])
         if yhi <= ylo:
             continue
         B[ylo * NZP : yhi * NZP] = 0.0
-        for xp in range(max(0, x - R), min(nx, x + R + 1)):
-            slot = xp % RING
-            e = env[xp - x + R]
-            for y in range(plane_lo[slot], plane_hi[slot]):
-                _axpy(B, G, y * NZP + R, slot * PL + y * NZP + R, e, nz)
+        for c in range(NC):
+            for xp in range(max(0, x - R), min(nx, x + R + 1)):
+                slot = c * RING + xp % RING
+                e = env[c, xp - x + R]
+                for y in range(plane_lo[slot], plane_hi[slot]):
+                    _axpy(B, G, y * NZP + R, slot * PL + y * NZP + R, e, nz)
         for y in range(ylo, yhi):
             row = y * NZP + R
             if _row_max(B, row, nz) > sep_cut:
@@ -128,7 +140,7 @@ def _separable_bound(ijk, cube_of_focus, width, plane_rows, plane_start, env, se
                 break
         if n_cand < 0:
             break
-    for slot in range(RING):
+    for slot in range(NC * RING):
         if plane_hi[slot] > plane_lo[slot]:
             G[slot * PL + plane_lo[slot] * NZP : slot * PL + plane_hi[slot] * NZP] = 0.0
         plane_lo[slot] = ny
@@ -228,14 +240,15 @@ def _window_pass(ijk, exp_of_focus, cube_of_focus, width, wrows, wstart, shape, 
 
 
 @numba.njit(cache=True, nogil=True)
-def windowed(ijk, exp_of_focus, cube_of_focus, width, plane_rows, plane_start, env, sep_cut, nzp, wrows, wstart,
+def windowed(ijk, exp_of_focus, cube_of_focus, width, plane_rows, plane_start, env, cube_class, sep_cut, nzp,
+             wrows, wstart,
              shape, mask_grid, log_cut, cut_ale, G, plane_lo, plane_hi, B, by_x, x_ptr, cand, max_cand, win_id,
              colmask, ybits, wkey, wcur, wsm, supra, label, values):
     """One iteration by separable bound and windows: (min log1m, n_supra), with n_supra = -2
     when more than ``max_cand`` voxels are candidates and -1 when no voxel exceeds the
     threshold (the caller then computes the whole grid)."""
-    n_cand = _separable_bound(ijk, cube_of_focus, width, plane_rows, plane_start, env, sep_cut, shape, nzp, G,
-                              plane_lo, plane_hi, B, mask_grid, cand, max_cand, by_x, x_ptr)
+    n_cand = _separable_bound(ijk, cube_of_focus, width, plane_rows, plane_start, env, cube_class, sep_cut, shape,
+                              nzp, G, plane_lo, plane_hi, B, mask_grid, cand, max_cand, by_x, x_ptr)
     if n_cand < 0:
         return 0.0, -2
     best, n_supra = _window_pass(ijk, exp_of_focus, cube_of_focus, width, wrows, wstart, shape, cand, n_cand,
@@ -253,11 +266,11 @@ class WindowWork:
         nx, ny, nz = (int(s) for s in plan.shape)
         tables = plan.window
         self.max_cand = _most_candidates(plan, share)
-        ring = tables.env.shape[0]
-        self.G = np.zeros(ring * ny * tables.nzp, dtype=np.float32)
+        rings = tables.env.size  # classes x (2 R + 1) planes
+        self.G = np.zeros(rings * ny * tables.nzp, dtype=np.float32)
         self.B = np.zeros(ny * tables.nzp, dtype=np.float32)
-        self.plane_lo = np.full(ring, ny, dtype=np.int64)
-        self.plane_hi = np.zeros(ring, dtype=np.int64)
+        self.plane_lo = np.full(rings, ny, dtype=np.int64)
+        self.plane_hi = np.zeros(rings, dtype=np.int64)
         self.by_x = np.zeros(plan.n_foci, dtype=np.int64)
         self.x_ptr = np.zeros(nx + 1, dtype=np.int64)
         self.win_id = np.zeros(nx * ny, dtype=np.int64)
@@ -269,7 +282,7 @@ class WindowWork:
 
     def fits(self, plan, share: float = MAX_WINDOW_SHARE) -> bool:
         """Whether these arrays serve ``plan`` with this share of candidates."""
-        return (self.G.shape[0] == plan.window.env.shape[0] * int(plan.shape[1]) * plan.window.nzp
+        return (self.G.shape[0] == plan.window.env.size * int(plan.shape[1]) * plan.window.nzp
                 and self.by_x.shape[0] == plan.n_foci and self.x_ptr.shape[0] == int(plan.shape[0]) + 1
                 and self.max_cand == _most_candidates(plan, share))
 
