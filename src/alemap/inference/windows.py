@@ -8,11 +8,12 @@ steps replace the whole-grid pass there:
    each experiment's largest ``m = -log(1 - k)``, so at most the sum of ``m``
    over all foci. ALE kernels are outer products of one 1-D Gaussian factor
    (:mod:`alemap.kernels.gaussian`), so ``m_j(dx, dy, dz) <= env(dx) *
-   plane_j(dy, dz)`` with ``env`` the largest normalised 1-D factor of all
-   cubes and ``plane_j`` the largest ``m_j / g_j(dx)`` over ``dx``. Each focus
-   adds its kernel's ``plane`` (17 float32 rows instead of 289) to its x-plane
-   of ``G``; one pass along x, ``B(x) = sum_d env(d) G(x - d)``, bounds every
-   voxel. Rounding: the tables are rounded up and ``sep_cut`` is lowered by
+   plane_j(dy, dz)`` with ``env`` the largest normalised 1-D factor of the
+   cubes in j's class of widths (``SEPARABLE_CLASSES``) and ``plane_j`` the
+   largest ``m_j / g_j(dx)`` over ``dx``. Each focus adds its kernel's
+   ``plane`` (17 float32 rows instead of 289) to its x-plane of its class's
+   ``G``; one pass along x per class, ``B(x) = sum_c sum_d env_c(d) G_c(x - d)``,
+   bounds every voxel. Rounding: the tables are rounded up and ``sep_cut`` is lowered by
    the float32 summation error bound (Higham 2002, section 4.2), so a voxel
    with ``B <= sep_cut`` is below the threshold.
 2. Windows of eight voxels along z holding candidates. Foci are taken in
@@ -39,7 +40,10 @@ import numpy as np
 from alemap.inference.simd import LANES, LANES_F32, add8, add16f, bit_count, trailing_zeros, window8
 from alemap.inference.supra import keep_if_supra
 
-__all__ = ["MAX_WINDOW_SHARE", "MAX_WINDOWS_PER_COLUMN", "SEPARABLE_CLASSES", "SEPARATE_CLASSES_FROM_FOCI", "WINDOW", "WindowWork", "windowed"]
+__all__ = [
+    "MAX_WINDOW_SHARE", "MAX_WINDOWS_PER_COLUMN", "SEPARABLE_CLASSES", "SEPARATE_CLASSES_FROM_FOCI", "WINDOW",
+    "WindowWork", "windowed",
+]
 
 #: Above this share of in-mask voxels as candidates the whole grid costs about as much (one
 #: thread, session 6, 1,000 Neurosynth tables with lowered thresholds: share 0.045 30 ms against
@@ -171,7 +175,8 @@ def _row_max(B, row, n):
 def _window_pass(ijk, exp_of_focus, cube_of_focus, width, wrows, wstart, shape, cand, n_cand, win_id, colmask,
                  ybits, wkey, wcur, wsm, mask_grid, log_cut, cut_ale, supra, label, values):
     """Exact log(1 - ALE) on the windows holding ``cand`` (flat order): (min over their
-    in-mask voxels, n_supra). ``win_id``, ``colmask`` and ``ybits`` are left cleared."""
+    in-mask voxels, n_supra). ``colmask`` and ``ybits`` are left cleared (``win_id`` is read
+    only for columns with a bit in ``colmask``)."""
     nx, ny, nz = shape[0], shape[1], shape[2]
     NZW = (nz + WINDOW - 1) // WINDOW
     NYW = ybits.shape[0] // (nx * NZW)
