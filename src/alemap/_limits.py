@@ -111,8 +111,8 @@ def _window_bytes(shape, n_mask: int, n_foci: int, width: int, classes: int = SE
     """Bytes of one thread's window-path work arrays (as ``windows.WindowWork``) for a grid of
     ``shape``, kernels of edge up to ``width`` in ``classes`` classes."""
     nx, ny, nz = (int(v) for v in shape)
-    rings = int(classes) * (2 * (int(width) // 2) + 1)
     r = int(width) // 2
+    rings = int(classes) * (2 * r + 1)
     row = -(-int(width) // LANES_F32) * LANES_F32
     nzp = -(-(nz + r + row) // LANES_F32) * LANES_F32
     most = min(int(n_mask), int(MAX_WINDOW_SHARE * n_mask)) + 1

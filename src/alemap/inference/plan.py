@@ -199,8 +199,19 @@ def _tiling(mask: np.ndarray, dims) -> tuple[np.ndarray, np.ndarray]:
 
 def _round_down_f32(x: np.ndarray) -> np.ndarray:
     """float32 copy of ``x`` rounded towards -inf, so that it stays a lower bound of log(1 - k)."""
+    return _round_f32(x, -np.inf)
+
+
+def _round_up_f32(x: np.ndarray) -> np.ndarray:
+    """float32 copy of ``x`` rounded towards +inf (upper bounds stay upper bounds)."""
+    return _round_f32(x, np.inf)
+
+
+def _round_f32(x: np.ndarray, toward: float) -> np.ndarray:
+    x = np.asarray(x, dtype=np.float64)
     y = x.astype(np.float32)
-    return np.where(y.astype(np.float64) > x, np.nextafter(y, np.float32(-np.inf)), y).astype(np.float32)
+    off = (y.astype(np.float64) > x) if toward < 0 else (y.astype(np.float64) < x)
+    return np.where(off, np.nextafter(y, np.float32(toward)), y).astype(np.float32)
 
 
 def _bound_cut(log_cut: float, n_foci: int) -> float:
@@ -309,8 +320,3 @@ def _width_classes(values: np.ndarray, start: np.ndarray, width: np.ndarray, foc
     classes = np.zeros(len(width), dtype=np.int64)
     classes[order] = np.minimum((share * n_classes - 1e-9).astype(np.int64).clip(0), n_classes - 1)
     return classes
-
-
-def _round_up_f32(x: np.ndarray) -> np.ndarray:
-    y = np.asarray(x, dtype=np.float64).astype(np.float32)
-    return np.where(y.astype(np.float64) < x, np.nextafter(y, np.float32(np.inf)), y).astype(np.float32)

@@ -8,7 +8,10 @@ more than the arithmetic. These numba intrinsics emit one unaligned
 ``<8 x double>`` load/operate/store each, so a row of ``n`` voxels is
 ``ceil(n / 8)`` straight vector operations (LLVM splits them into narrower
 ones on CPUs without 512-bit vectors). The bound pass adds its float32 rows
-sixteen values at a time (``add16f``) the same way.
+sixteen values at a time (``add16f``) the same way. The window path
+(:mod:`alemap.inference.windows`) updates a window's sums and experiment
+minimum in one step (``window8``) and walks bit sets with ``tzcnt`` and
+``popcnt`` (``trailing_zeros``, ``bit_count``).
 
 The arithmetic is the scalar loops' own, lane by lane: IEEE ``fadd``, and
 for the minimum ``k < d ? k : d`` (an ordered compare, as Python's ``<``), so
