@@ -91,11 +91,7 @@ def _separable_bound(ijk, cube_of_focus, width, plane_rows, plane_start, env, cu
     for x in range(nx):
         while filled < min(nx, x + R + 1):
             for c in range(NC):
-                slot = c * RING + filled % RING
-                if plane_hi[slot] > plane_lo[slot]:
-                    G[slot * PL + plane_lo[slot] * NZP : slot * PL + plane_hi[slot] * NZP] = 0.0
-                plane_lo[slot] = ny
-                plane_hi[slot] = 0
+                _clear_plane(G, c * RING + filled % RING, plane_lo, plane_hi, PL, NZP, ny)
             for u in range(x_ptr[filled - 1] if filled > 0 else 0, x_ptr[filled]):
                 f = by_x[u]
                 j = cube_of_focus[f]
@@ -145,11 +141,23 @@ def _separable_bound(ijk, cube_of_focus, width, plane_rows, plane_start, env, cu
         if n_cand < 0:
             break
     for slot in range(NC * RING):
-        if plane_hi[slot] > plane_lo[slot]:
-            G[slot * PL + plane_lo[slot] * NZP : slot * PL + plane_hi[slot] * NZP] = 0.0
-        plane_lo[slot] = ny
-        plane_hi[slot] = 0
+        _clear_plane(G, slot, plane_lo, plane_hi, PL, NZP, ny)
     return n_cand
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _clear_plane(G, slot, plane_lo, plane_hi, PL, NZP, ny):
+    """Zero the rows ring plane ``slot`` of ``G`` received and mark it empty."""
+    if plane_hi[slot] > plane_lo[slot]:
+        G[slot * PL + plane_lo[slot] * NZP : slot * PL + plane_hi[slot] * NZP] = 0.0
+    plane_lo[slot] = ny
+    plane_hi[slot] = 0
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _bit_range(lo, hi):
+    """uint64 with bits ``lo`` to ``hi`` (inclusive, 0 <= lo, hi <= 63) set."""
+    return (np.uint64(-1) >> np.uint64(63 - hi)) & ~((np.uint64(1) << np.uint64(lo)) - np.uint64(1))
 
 
 @numba.njit(cache=True, nogil=True, inline="always")
@@ -205,7 +213,7 @@ def _window_pass(ijk, exp_of_focus, cube_of_focus, width, wrows, wstart, shape, 
         fx, fy, fz = ijk[f, 0], ijk[f, 1], ijk[f, 2]
         e = exp_of_focus[f]
         za, zb = max(0, fz - r) // WINDOW, min(nz - 1, fz + r) // WINDOW
-        zbits = (np.uint64(-1) >> np.uint64(63 - zb)) & ~((np.uint64(1) << np.uint64(za)) - np.uint64(1))
+        zbits = _bit_range(za, zb)
         ya, yb = max(0, fy - r), min(ny - 1, fy + r)
         stride = w + 2 * WINDOW
         s0 = wstart[j] + WINDOW - fz + r
@@ -213,7 +221,7 @@ def _window_pass(ijk, exp_of_focus, cube_of_focus, width, wrows, wstart, shape, 
         for x in range(max(0, fx - r), min(nx, fx + r + 1)):
             for h in range(ya >> 6, (yb >> 6) + 1):
                 lo, hi = max(ya - 64 * h, 0), min(yb - 64 * h, 63)
-                span = (np.uint64(-1) >> np.uint64(63 - hi)) & ~((np.uint64(1) << np.uint64(lo)) - np.uint64(1))
+                span = _bit_range(lo, hi)
                 col0 = np.uint64(x * ny + 64 * h)
                 row0 = s0 + ((x - fx + r) * w + (64 * h - fy + r)) * stride
                 for zw in range(za, zb + 1):
