@@ -75,6 +75,9 @@ SLAB = (4, 8, 96)
 #: less of the grid (one thread, session 5: finger set 0.97 ms vs 1.28 with ``SLAB``, 100
 #: Neurosynth tables 6.3 vs 7.0; for the whole grid ``SLAB`` is 10-15 % faster).
 SPARSE_SLAB = (4, 4, 96)
+# Both reach the compiled functions as arguments from Python (``run_batch``): a global tuple
+# would be typed by its literal values, and ``_tiled``, ``_bin_foci`` and ``_bin_pass`` compiled
+# once per tiling (first run after installing: 47 s of compilation instead of 56; same speed).
 #: Zeros after each kernel row (``MonteCarloPlan.log1m_rows``) and spare elements after the
 #: slab buffers: the whole-grid path adds rows eight voxels at a time (``simd``).
 ROW_PAD = LANES
@@ -497,8 +500,8 @@ def _candidate_ranges(cand_list, n_cand, bshape, sparse_shape, sparse_z):
 
 
 @numba.njit(cache=True, nogil=True)
-def _pruned(ijk, exp_of_focus, cube_of_focus, width, rows, row_start, shape, blog, bstart, bwidth, dlo,
-            bshape, mask_blocks, mask_grid, log_cut, bound_cut, cut_ale, combine, supra, label, bound,
+def _pruned(ijk, exp_of_focus, cube_of_focus, width, rows, row_start, shape, sparse_slab, blog, bstart, bwidth,
+            dlo, bshape, mask_blocks, mask_grid, log_cut, bound_cut, cut_ale, combine, supra, label, bound,
             cand_list, sparse_shape, sparse_ptr, sparse_z, lst, acc, comb, max_share):
     """Iteration restricted to the slabs holding blocks whose bound can exceed the threshold.
 
@@ -516,7 +519,7 @@ def _pruned(ijk, exp_of_focus, cube_of_focus, width, rows, row_start, shape, blo
     if n_cand > max_share * mask_blocks.shape[0]:
         return 0.0, -2  # pruning would not pay: let the caller compute the whole grid
     _candidate_ranges(cand_list, n_cand, bshape, sparse_shape, sparse_z)
-    best, n_supra = _tiled(ijk, exp_of_focus, cube_of_focus, width, rows, row_start, shape, SPARSE_SLAB,
+    best, n_supra = _tiled(ijk, exp_of_focus, cube_of_focus, width, rows, row_start, shape, sparse_slab,
                            sparse_shape, sparse_z, mask_grid, log_cut, cut_ale, supra, label, combine,
                            sparse_ptr, lst, acc, comb)
     if n_supra == 0:
@@ -526,7 +529,7 @@ def _pruned(ijk, exp_of_focus, cube_of_focus, width, rows, row_start, shape, blo
 
 @numba.njit(cache=True, nogil=True)
 def run_batch_kernel(draws, mask_ijk, mask_grid, exp_of_focus, cube_of_focus, width, rows, row_start,
-                     shape, blog, bstart, bwidth, dlo, bshape, mask_blocks, log_cut, cut_ale, bound_cut, nbr,
+                     shape, slab, sparse_slab, blog, bstart, bwidth, dlo, bshape, mask_blocks, log_cut, cut_ale, bound_cut, nbr,
                      sshape, slab_z, sparse_shape, blocks, windows, combine, label, supra, stack, bound, cand_list,
                      slab_ptr, sparse_ptr, sparse_z, lst, acc, comb, plane_rows, plane_start, env, cube_class,
                      sep_cut, nzp, wrows, wstart, G, plane_lo, plane_hi, B, by_x, x_ptr, max_cand, win_id, colmask,
@@ -548,7 +551,7 @@ def run_batch_kernel(draws, mask_ijk, mask_grid, exp_of_focus, cube_of_focus, wi
         path = 0
         tried_blocks = blocks and skip_blocks == 0
         if tried_blocks:
-            best, n_supra = _pruned(ijk, exp_of_focus, cube_of_focus, width, rows, row_start, shape, blog,
+            best, n_supra = _pruned(ijk, exp_of_focus, cube_of_focus, width, rows, row_start, shape, sparse_slab, blog,
                                     bstart, bwidth, dlo, bshape, mask_blocks, mask_grid, log_cut, bound_cut,
                                     cut_ale, combine, supra, label, bound, cand_list, sparse_shape, sparse_ptr,
                                     sparse_z, lst, acc, comb,
@@ -569,7 +572,7 @@ def run_batch_kernel(draws, mask_ijk, mask_grid, exp_of_focus, cube_of_focus, wi
             skip_windows -= 1
         if n_supra < 0:
             path = 2
-            best, n_supra = _tiled(ijk, exp_of_focus, cube_of_focus, width, rows, row_start, shape, SLAB,
+            best, n_supra = _tiled(ijk, exp_of_focus, cube_of_focus, width, rows, row_start, shape, slab,
                                    sshape, slab_z, mask_grid, log_cut, cut_ale, supra, label, combine, slab_ptr,
                                    lst, acc, comb)
         path_counts[path] += 1
@@ -596,7 +599,7 @@ def run_batch(draws, plan, ws: Workspace, out_ale, out_size, out_mass, prune: bo
     counts = np.zeros(3, dtype=np.int64) if path_counts is None else path_counts
     run_batch_kernel(
         draws, plan.mask_ijk, plan.mask_grid, plan.exp_of_focus, plan.cube_of_focus, plan.width,
-        plan.log1m_rows, plan.row_start, plan.shape, plan.blog, plan.bstart, plan.bwidth, plan.dlo, plan.bshape,
+        plan.log1m_rows, plan.row_start, plan.shape, SLAB, SPARSE_SLAB, plan.blog, plan.bstart, plan.bwidth, plan.dlo, plan.bshape,
         plan.mask_blocks, plan.log_cut, plan.cut_ale, plan.bound_cut, plan.nbr, plan.sshape, plan.slab_z,
         plan.sparse_shape, prune and block_bound, prune and windows and tables.usable, ws.combine, ws.label, ws.supra,
         ws.stack, ws.bound, ws.cand_list, *ws.tiles_for(plan), ws.tile_acc, ws.tile_comb,
