@@ -22,6 +22,7 @@ from alemap.data.experiment_set import ExperimentSet
 from alemap.exceptions import AlemapError, InputError
 from alemap.inference.backends import BACKENDS, backend_label, resolve_backend
 from alemap.inference.checkpoint import NullCheckpoint
+from alemap.inference.jit import note_if_compiling
 from alemap.inference.montecarlo import BATCH_SIZE, NullMaxima, run_null
 from alemap.inference.stopping import StoppingRule, run_sequential
 from alemap.inference.plan import make_plan
@@ -168,6 +169,8 @@ class ALE:
         validate("ALE", _CONSTRAINTS, {k: getattr(self, k) for k in _CONSTRAINTS})
         # what runs the null; a GPU asked for but not usable fails here, before any computing
         self._null_backend = resolve_backend(self.backend) if self.iterations > 0 else "cpu"
+        if not self.quiet:
+            note_if_compiling()
         t0 = time.perf_counter()
         inputs: list[str] = []
         if not isinstance(experiments, ExperimentSet):
