@@ -19,6 +19,7 @@ cannot pass by skipping (PyMARE's ``PYMARE_REQUIRE_CMDSTAN``).
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import sys
 import types
@@ -33,6 +34,7 @@ from alemap import ALE
 from alemap.cli.main import main
 from alemap.exceptions import BackendUnavailableError, ParameterError
 from alemap.inference import cpu, gpu
+from alemap.inference.gpu_windows import WindowDevice
 from alemap.inference.backends import INSTALL_HINT, resolve_backend
 from alemap.inference.montecarlo import BATCH_SIZE, NullMaxima, batch_draws, run_null
 from alemap.inference.plan import make_plan
@@ -138,6 +140,98 @@ def test_blocking_and_entry_limits_do_not_change_results():
         np.testing.assert_allclose(got[2], expected[2], rtol=MASS_RTOL, atol=0)
     assert np.any(expected[1] > 0)
     assert gpu.iterations_per_call(plan, np) == BATCH_SIZE
+
+
+# --------------------------------------------------------------------------------------
+# 1b. The array engine's window path (gpu_windows) == CPU engine
+# --------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def whole_grid_calls(monkeypatch):
+    """Iterations the window path left to the whole grid (``gpu.log1m_block`` calls)."""
+    calls, real = [], gpu.log1m_block
+
+    def counting(draws, dp, max_entries):
+        calls.append(draws.shape[0])
+        return real(draws, dp, max_entries)
+
+    monkeypatch.setattr(gpu, "log1m_block", counting)
+    return calls
+
+
+def _compare_windows(mask, n_subjects, counts, cuts, connectivities, n_random, seed, calls, share=None):
+    """Window path (``share``: its largest share of candidates) == CPU engine for every cut and
+    neighbourhood; returns {(cut, conn): (sizes, iterations, iterations left to the whole grid)}."""
+    rng = np.random.default_rng(seed)
+    exp_offsets, cubes, coe = _setup(mask, n_subjects, counts)
+    seen = {}
+    for cut in cuts:
+        for conn in connectivities:
+            plan = make_plan(mask, exp_offsets, coe, cubes, cut, conn)
+            assert plan.window.usable
+            draws = np.vstack([batch_draws(seed, 0, n_random, plan.n_foci, plan.n_mask),
+                               _extra_draws(plan, counts, rng)])
+            dp = gpu.DevicePlan.build(plan, np, ndimage.label, windows=True)
+            if share is not None:
+                dp = dataclasses.replace(dp, windows=WindowDevice.build(plan, np, share))
+            calls.clear()
+            got = gpu.run_iterations(draws, dp, gpu.NUMPY_BLOCK, gpu.NUMPY_MAX_ENTRIES)
+            expected = _cpu_engine(draws, plan)
+            assert np.array_equal(got[0], expected[0])
+            assert np.array_equal(got[1], expected[1])
+            np.testing.assert_allclose(got[2], expected[2], rtol=MASS_RTOL, atol=0)
+            seen[cut, conn] = (expected[1], draws.shape[0], sum(calls))
+    return seen
+
+
+def test_window_path_small_grid_all_connectivities(whole_grid_calls):
+    """The odd grid of the array-path test: every cut and neighbourhood equals the CPU engine;
+    the window path finishes the iterations with a voxel above a reachable cut and leaves the
+    others (the unreachable cut) to the whole grid."""
+    grid = ellipsoid_grid((27, 31, 25), (16, 14, 15))
+    n_subjects = np.array([8, 12, 20, 35, 60, 15, 15, 100])
+    counts = np.array([1, 2, 5, 8, 3, 6, 1, 4])
+    seen = _compare_windows(grid.mask, n_subjects, counts, (0.008, 0.014, 0.9), (6, 18, 26), 9, 5,
+                            whole_grid_calls)
+    for conn in (6, 18, 26):
+        sizes, n, redone = seen[0.008, conn]
+        assert np.all(sizes > 0) and redone == 0  # all by the window path
+        sizes, n, redone = seen[0.014, conn]
+        assert 0 < np.count_nonzero(sizes == 0) == redone < n  # only those without a cluster redone
+        assert seen[0.9, conn][2] == seen[0.9, conn][1]  # nothing above the cut: all on the whole grid
+
+
+def test_window_path_two_width_classes(monkeypatch, whole_grid_calls):
+    """Two classes of kernel widths in the separable bound (normally from 10,000 foci on)."""
+    monkeypatch.setattr("alemap.inference.plan.SEPARATE_CLASSES_FROM_FOCI", 0)
+    grid = ellipsoid_grid((27, 31, 25), (16, 14, 15))
+    n_subjects = np.array([8, 12, 20, 35, 60, 15, 15, 100])
+    counts = np.array([1, 2, 5, 8, 3, 6, 1, 4])
+    exp_offsets, cubes, coe = _setup(grid.mask, n_subjects, counts)
+    assert make_plan(grid.mask, exp_offsets, coe, cubes, 0.01).window.env.shape[0] == 2
+    seen = _compare_windows(grid.mask, n_subjects, counts, (0.008, 0.014), (6,), 12, 4, whole_grid_calls)
+    assert seen[0.008, 6][2] == 0 and np.all(seen[0.008, 6][0] > 0)
+
+
+def test_window_path_leaves_dense_iterations_to_the_whole_grid(whole_grid_calls):
+    """A largest share of 0: every iteration has too many candidates and is computed whole."""
+    grid = ellipsoid_grid((21, 23, 19), (11, 12, 10))
+    n_subjects = np.array([10, 25, 14])
+    counts = np.array([7, 3, 5])
+    seen = _compare_windows(grid.mask, n_subjects, counts, (0.01,), (18,), 11, 2, whole_grid_calls, share=0.0)
+    sizes, n, redone = seen[0.01, 18]
+    assert redone == n and np.any(sizes > 0)
+
+
+def test_window_path_mni_grid(whole_grid_calls):
+    """The MNI152 2 mm grid (91 x 109 x 91, 13 windows per column)."""
+    mask = load_mni152_2mm().mask
+    n_subjects = np.array([9, 14, 22, 30, 70, 16, 11])
+    counts = np.array([1, 6, 10, 2, 4, 12, 5])
+    seen = _compare_windows(mask, n_subjects, counts, (0.006,), (26,), 3, 21, whole_grid_calls)
+    sizes, n, redone = seen[0.006, 26]
+    assert np.count_nonzero(sizes) > redone
 
 
 # --------------------------------------------------------------------------------------
@@ -291,11 +385,13 @@ class _NumpyAsCupy(types.ModuleType):
 @pytest.fixture
 def numpy_as_cupy(monkeypatch, small_plan):
     """A fake CuPy (NumPy inside) whose free memory fits 100 iterations of ``small_plan``."""
-    per_iteration = gpu.GRID_BYTES * small_plan.n_grid + gpu.MASK_BYTES * small_plan.n_mask
+    per_iteration = gpu.bytes_per_iteration(small_plan, gpu.WINDOWS and small_plan.window.usable)
     fake = _NumpyAsCupy(int(100 * per_iteration / gpu.GRID_SHARE))
     ndi = types.ModuleType("cupyx.scipy.ndimage")
     ndi.label = ndimage.label
-    for name, module in (("cupy", fake), ("cupyx", types.ModuleType("cupyx")),
+    cupyx = types.ModuleType("cupyx")
+    cupyx.scatter_add = np.add.at
+    for name, module in (("cupy", fake), ("cupyx", cupyx),
                          ("cupyx.scipy", types.ModuleType("cupyx.scipy")), ("cupyx.scipy.ndimage", ndi)):
         monkeypatch.setitem(sys.modules, name, module)
     return fake
@@ -306,7 +402,8 @@ def test_gpu_driver_batches_per_call_and_out_of_memory(numpy_as_cupy, small_plan
     out of memory it halves the batches per call; results equal the CPU's for the same seed."""
     xp, _ = gpu.array_module("gpu")
     assert xp is numpy_as_cupy
-    assert gpu.iterations_per_call(small_plan, xp) == 3 * BATCH_SIZE  # 100 iterations fit: 3 whole batches
+    windows = gpu.WINDOWS and small_plan.window.usable
+    assert gpu.iterations_per_call(small_plan, xp, windows) == 3 * BATCH_SIZE  # 100 iterations fit: 3 batches
     calls, real = [], gpu.run_iterations
 
     def flaky(draws, dp, block, max_entries):
@@ -327,7 +424,7 @@ def test_gpu_driver_batches_per_call_and_out_of_memory(numpy_as_cupy, small_plan
 def test_gpu_driver_splits_a_batch_when_one_does_not_fit(numpy_as_cupy, small_plan, monkeypatch):
     """Out of memory with one batch per call: the batch is computed in halves; a second failure
     at one iteration per block is raised (as MemoryError, which the command line reports)."""
-    monkeypatch.setattr(gpu, "iterations_per_call", lambda plan, xp: BATCH_SIZE)
+    monkeypatch.setattr(gpu, "iterations_per_call", lambda plan, xp, windows=False: BATCH_SIZE)
     blocks, real = [], gpu.run_iterations
 
     def tight(draws, dp, block, max_entries):
@@ -387,7 +484,8 @@ def finger(finger_path):
 
 
 @pytest.mark.gpu
-def test_gpu_matches_array_path_on_small_grid(cupy_xp):
+@pytest.mark.parametrize("windows", [True, False])
+def test_gpu_matches_array_path_on_small_grid(cupy_xp, windows):
     grid = ellipsoid_grid((27, 31, 25), (16, 14, 15))
     n_subjects = np.array([8, 12, 20, 35, 60, 15, 15, 100])
     counts = np.array([1, 2, 5, 8, 3, 6, 1, 4])
@@ -396,7 +494,7 @@ def test_gpu_matches_array_path_on_small_grid(cupy_xp):
         plan = make_plan(grid.mask, exp_offsets, coe, cubes, 0.01, conn)
         draws = np.vstack([batch_draws(3, 0, 64, plan.n_foci, plan.n_mask),
                            _extra_draws(plan, counts, np.random.default_rng(3))])
-        on_gpu = gpu.run_batches_xp(draws, plan, *cupy_xp)
+        on_gpu = gpu.run_batches_xp(draws, plan, *cupy_xp, windows=windows)
         on_cpu = _cpu_engine(draws, plan)
         assert np.array_equal(on_gpu[0], on_cpu[0]) and np.array_equal(on_gpu[1], on_cpu[1])
         np.testing.assert_allclose(on_gpu[2], on_cpu[2], rtol=MASS_RTOL, atol=0)

@@ -48,6 +48,12 @@ about :data:`ENTRY_BYTES` each with their temporaries. On a GPU the block takes
 in whole batches of :data:`~alemap.inference.montecarlo.BATCH_SIZE`
 iterations, so the seed contract (per-batch draws, generated on the host by
 :func:`~alemap.inference.montecarlo.batch_draws` exactly as for the CPU) holds.
+The window path (:data:`WINDOWS`, :mod:`alemap.inference.gpu_windows`) adds
+:data:`~alemap.inference.gpu_windows.WINDOW_GRID_BYTES` per grid voxel and
+:data:`~alemap.inference.gpu_windows.PAIR_BYTES` per (window, focus) pair, for
+an estimated number of pairs per iteration
+(:func:`~alemap.inference.gpu_windows.pairs_per_iteration`); running out of
+memory halves the block, as above.
 ``cupyx.scipy.ndimage.label`` indexes voxels with 32-bit integers, so a block
 also stays below 2**31 voxels (2,379 iterations of the 2 mm MNI grid). With
 NumPy the blocks are small and fixed (:data:`NUMPY_BLOCK`, :data:`NUMPY_MAX_ENTRIES`).
@@ -60,11 +66,14 @@ from typing import Any, Callable
 
 import numpy as np
 
+from alemap.inference.gpu_windows import (PAIR_BYTES, WINDOW_GRID_BYTES, WindowDevice, pairs_per_iteration,
+                                           window_log1m)
 from alemap.inference.plan import MonteCarloPlan
 
 __all__ = [
     "DevicePlan", "array_module", "log1m_block", "block_maxima", "run_iterations", "run_batches_xp",
-    "iterations_per_call", "run_null_array", "GRID_BYTES", "MASK_BYTES", "FOCUS_BYTES", "ENTRY_BYTES",
+    "iterations_per_call", "bytes_per_iteration", "WINDOWS", "run_null_array", "GRID_BYTES", "MASK_BYTES",
+    "FOCUS_BYTES", "ENTRY_BYTES",
     "GRID_SHARE", "ENTRY_SHARE", "NUMPY_BLOCK", "NUMPY_MAX_ENTRIES",
 ]
 
@@ -84,6 +93,11 @@ ENTRY_SHARE = 0.2
 #: (8 iterations of the MNI grid: about 0.2 GB; 2**22 entries: about 0.3 GB).
 NUMPY_BLOCK = 8
 NUMPY_MAX_ENTRIES = 2**22
+#: Dense nulls by the window path (:mod:`alemap.inference.gpu_windows`: separable bound, exact
+#: values on candidate windows) where the plan's tables allow it; False computes every iteration
+#: on the whole grid. Both give the same maxima (tested on NumPy); which is faster on a GPU is
+#: not measured yet (issue 5).
+WINDOWS = True
 #: ``cupyx.scipy.ndimage.label`` numbers voxels with int32.
 MAX_LABEL_VOXELS = 2**31 - 2
 
@@ -120,10 +134,12 @@ class DevicePlan:
     cubes: tuple  # per kernel cube: (w, w, w) log1p(-k) on the device
     ranges: tuple  # per kernel cube: arange(-r, r + 1) on the device
     structure: np.ndarray  # 4-D: the plan's neighbourhood inside one iteration, nothing across
+    windows: Any = None  # the window path's tables (gpu_windows.WindowDevice), or None: whole grid only
 
     @classmethod
-    def build(cls, plan: MonteCarloPlan, xp, label: Callable) -> "DevicePlan":
-        """Copy the plan's invariants to the device once per run."""
+    def build(cls, plan: MonteCarloPlan, xp, label: Callable, windows: bool | None = None) -> "DevicePlan":
+        """Copy the plan's invariants to the device once per run (the window path's tables too
+        if ``windows``, default :data:`WINDOWS`, and the plan's tables can bound its kernels)."""
         cubes, ranges = [], []
         for s0, w in zip(plan.start.tolist(), plan.width.tolist()):
             cubes.append(xp.asarray(plan.log1m_k[s0 : s0 + w**3].reshape(w, w, w)))
@@ -132,8 +148,11 @@ class DevicePlan:
         structure[1, 1, 1, 1] = True
         for off in plan.nbr:
             structure[(1, *(off + 1))] = True
+        wd = None
+        if (WINDOWS if windows is None else windows) and plan.window.usable:
+            wd = WindowDevice.build(plan, xp)
         return cls(plan, xp, label, xp.asarray(plan.mask_ijk), xp.asarray(plan.mask_flat), tuple(cubes),
-                   tuple(ranges), structure)
+                   tuple(ranges), structure, wd)
 
 
 def _box_index(xp, ijk, ar, shape, first: int, n_grid: int, spare: int):
@@ -242,13 +261,32 @@ def block_maxima(dp: DevicePlan, log1m, m: int) -> tuple[np.ndarray, np.ndarray,
     return ale, size, np.maximum(mass, 0.0)  # the CPU engine's running maximum starts at 0
 
 
+def _window_block(draws: np.ndarray, dp: DevicePlan, max_entries: int):
+    """Maxima of the iterations ``draws`` by the window path; iterations with too many
+    candidates or no voxel above the threshold are recomputed on the whole grid."""
+    ijk = dp.mask_ijk[dp.xp.asarray(draws)]
+    log1m, dense = window_log1m(dp, dp.windows, ijk, max_entries)
+    del ijk
+    ale, size, mass = block_maxima(dp, log1m, draws.shape[0])
+    del log1m
+    redo = np.flatnonzero(dense | (size == 0))
+    if redo.size:
+        log1m = log1m_block(draws[redo], dp, max_entries)
+        ale[redo], size[redo], mass[redo] = block_maxima(dp, log1m, redo.size)
+    return ale, size, mass
+
+
 def run_iterations(draws: np.ndarray, dp: DevicePlan, block: int, max_entries: int):
-    """Maxima (ale, size, mass; host arrays) of the iterations ``draws`` (n_iter, n_foci), ``block`` at a time."""
+    """Maxima (ale, size, mass; host arrays) of the iterations ``draws`` (n_iter, n_foci), ``block`` at a time
+    (by the window path where ``dp.windows`` is set, else on the whole grid)."""
     n_iter = draws.shape[0]
     ale, size, mass = np.zeros(n_iter), np.zeros(n_iter, dtype=np.int64), np.zeros(n_iter)
     block = max(1, min(int(block), MAX_LABEL_VOXELS // dp.plan.n_grid))
     for lo in range(0, n_iter, block):
         hi = min(n_iter, lo + block)
+        if dp.windows is not None:
+            ale[lo:hi], size[lo:hi], mass[lo:hi] = _window_block(draws[lo:hi], dp, max_entries)
+            continue
         log1m = log1m_block(draws[lo:hi], dp, max_entries)
         ale[lo:hi], size[lo:hi], mass[lo:hi] = block_maxima(dp, log1m, hi - lo)
         del log1m
@@ -256,16 +294,17 @@ def run_iterations(draws: np.ndarray, dp: DevicePlan, block: int, max_entries: i
 
 
 def run_batches_xp(draws: np.ndarray, plan: MonteCarloPlan, xp, ndimage_label: Callable,
-                   block: int | None = None, max_entries: int | None = None):
+                   block: int | None = None, max_entries: int | None = None, windows: bool | None = None):
     """Per-iteration maxima (ale, size, mass) of ``draws`` with array module ``xp``.
 
     ``draws`` (n_iter, n_foci) holds in-mask voxel numbers, as for
     :func:`alemap.inference.cpu.run_batch`. ``block`` and ``max_entries``
-    default to the memory-based choices of :func:`iterations_per_call`.
+    default to the memory-based choices of :func:`iterations_per_call`;
+    ``windows`` (default :data:`WINDOWS`) chooses the window path.
     """
-    dp = DevicePlan.build(plan, xp, ndimage_label)
+    dp = DevicePlan.build(plan, xp, ndimage_label, windows)
     if block is None or max_entries is None:
-        b, e = _budget(plan, xp)
+        b, e = _budget(plan, xp, dp.windows is not None)
         block = b if block is None else block
         max_entries = e if max_entries is None else max_entries
     return run_iterations(np.asarray(draws, dtype=np.int64), dp, block, max_entries)
@@ -277,21 +316,29 @@ def _free_bytes(xp) -> int:
     return int(free) + int(xp.get_default_memory_pool().free_bytes())
 
 
-def _budget(plan: MonteCarloPlan, xp) -> tuple[int, int]:
-    """(iterations per block, entries per step) for ``xp``: fixed on NumPy, from free memory on a GPU."""
+def bytes_per_iteration(plan: MonteCarloPlan, windows: bool = False) -> int:
+    """Device bytes of one iteration of a block (with the window path's grids and pairs if ``windows``)."""
+    n = GRID_BYTES * plan.n_grid + MASK_BYTES * plan.n_mask + FOCUS_BYTES * plan.n_foci
+    if windows:
+        n += WINDOW_GRID_BYTES * plan.n_grid + PAIR_BYTES * pairs_per_iteration(plan)
+    return n
+
+
+def _budget(plan: MonteCarloPlan, xp, windows: bool = False) -> tuple[int, int]:
+    """(iterations per block, entries per step) for ``xp``: fixed on NumPy, from free memory on a GPU
+    (with the window path's grids and pairs if ``windows``)."""
     if xp is np:
         return NUMPY_BLOCK, NUMPY_MAX_ENTRIES
     free = _free_bytes(xp)
-    per_iteration = GRID_BYTES * plan.n_grid + MASK_BYTES * plan.n_mask + FOCUS_BYTES * plan.n_foci
-    block = min(int(GRID_SHARE * free) // per_iteration, MAX_LABEL_VOXELS // plan.n_grid)
+    block = min(int(GRID_SHARE * free) // bytes_per_iteration(plan, windows), MAX_LABEL_VOXELS // plan.n_grid)
     return max(1, block), max(1, int(ENTRY_SHARE * free) // ENTRY_BYTES)
 
 
-def iterations_per_call(plan: MonteCarloPlan, xp) -> int:
+def iterations_per_call(plan: MonteCarloPlan, xp, windows: bool = False) -> int:
     """Iterations per device call: whole batches (at least one) that fit the memory budget."""
     from alemap.inference.montecarlo import BATCH_SIZE
 
-    block, _ = _budget(plan, xp)
+    block, _ = _budget(plan, xp, windows)
     if xp is np:
         return BATCH_SIZE
     return max(1, block // BATCH_SIZE) * BATCH_SIZE
@@ -310,13 +357,13 @@ def run_null_array(plan: MonteCarloPlan, seed: int, todo, ale, size, mass, finis
 
     xp, label = array_module(backend)
     dp = DevicePlan.build(plan, xp, label)
-    per_call = iterations_per_call(plan, xp) // BATCH_SIZE
+    per_call = iterations_per_call(plan, xp, dp.windows is not None) // BATCH_SIZE
     limit = None  # iterations per block, once one batch per call ran out of memory
     i = 0
     while i < len(todo):
         group = todo[i : i + per_call]
         draws = np.vstack([batch_draws(seed, b, hi - lo, plan.n_foci, plan.n_mask) for b, lo, hi in group])
-        block, max_entries = _budget(plan, xp)
+        block, max_entries = _budget(plan, xp, dp.windows is not None)
         block = min(block, draws.shape[0], limit or block)
         try:
             out = run_iterations(draws, dp, block, max_entries)
