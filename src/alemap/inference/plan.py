@@ -18,7 +18,7 @@ from alemap.inference.simd import LANES_F32
 from alemap.inference.windows import MAX_WINDOWS_PER_COLUMN, SEPARABLE_CLASSES, SEPARATE_CLASSES_FROM_FOCI, WINDOW
 from alemap.kernels.gaussian import KernelCubes, block_bounds
 
-__all__ = ["MonteCarloPlan", "make_plan"]
+__all__ = ["MonteCarloPlan", "make_plan", "kernel_rows"]
 
 
 @dataclass(frozen=True)
@@ -135,7 +135,7 @@ def make_plan(
         slab_z=_slab_z_ranges(sshape, slab_in_mask, mask.shape[2]),
         sparse_shape=sparse_shape,
         bound_cut=_bound_cut(float(np.log1p(-cut_ale)), int(exp_offsets[-1])),
-        **_kernel_rows(cubes),
+        **kernel_rows(cubes),
         window=window_tables(cubes.values, cubes.log1m, cubes.start, cubes.width, float(np.log1p(-cut_ale)),
                              np.bincount(cube_of_exp, weights=np.diff(exp_offsets), minlength=len(cubes.width))
                              .astype(np.int64), mask.shape),
@@ -154,7 +154,7 @@ def _padded_rows(values: np.ndarray, start: np.ndarray, edges, pad: int, dtype) 
     return np.concatenate(parts), np.asarray(starts, dtype=np.int64)
 
 
-def _kernel_rows(cubes: KernelCubes) -> dict:
+def kernel_rows(cubes: KernelCubes) -> dict:
     """The ``log1p(-k)`` cubes, rows padded by ``ROW_PAD`` zeros, for the whole-grid path's
     eight-wide row operations: cube j (edge w) occupies ``log1m_rows[row_start[j]:]`` as a
     (w, w, w + ROW_PAD) array."""
