@@ -33,6 +33,7 @@ import numpy as np
 
 from alemap.inference.cpu import ROW_PAD, _isolated
 from alemap.inference.montecarlo import BATCH_SIZE, batch_draws
+from alemap.inference.plan import kernel_rows
 from alemap.inference.simd import LANES, add8, flush8, min8
 
 __all__ = ["voxelwise_counts"]
@@ -129,8 +130,6 @@ def voxelwise_counts(
     test_flat : int array
         Flat grid indices of the tested voxels; ``observed_ale`` their ALE.
     """
-    from alemap.inference.plan import kernel_rows
-
     shape = np.asarray(shape, dtype=np.int64)
     origin, sub, test_ijk = _crop(draw_ijk, test_flat, shape, int(np.max(cubes.width)) // 2)
     NZS = int(sub[2]) + ROW_PAD
