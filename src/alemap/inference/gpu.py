@@ -49,11 +49,9 @@ in whole batches of :data:`~alemap.inference.montecarlo.BATCH_SIZE`
 iterations, so the seed contract (per-batch draws, generated on the host by
 :func:`~alemap.inference.montecarlo.batch_draws` exactly as for the CPU) holds.
 The window path (:data:`WINDOWS`, :mod:`alemap.inference.gpu_windows`) adds
-:data:`~alemap.inference.gpu_windows.WINDOW_GRID_BYTES` per grid voxel and
-:data:`~alemap.inference.gpu_windows.PAIR_BYTES` per (window, focus) pair, for
-an estimated number of pairs per iteration
-(:func:`~alemap.inference.gpu_windows.pairs_per_iteration`); running out of
-memory halves the block, as above.
+its bound planes, per-voxel arrays and an estimated number of (window, focus)
+pairs per iteration (:func:`alemap.inference.gpu_windows.bytes_per_iteration`);
+running out of memory halves the block, as above.
 ``cupyx.scipy.ndimage.label`` indexes voxels with 32-bit integers, so a block
 also stays below 2**31 voxels (2,379 iterations of the 2 mm MNI grid). With
 NumPy the blocks are small and fixed (:data:`NUMPY_BLOCK`, :data:`NUMPY_MAX_ENTRIES`).
@@ -66,8 +64,8 @@ from typing import Any, Callable
 
 import numpy as np
 
-from alemap.inference.gpu_windows import (PAIR_BYTES, WINDOW_GRID_BYTES, WindowDevice, pairs_per_iteration,
-                                           window_log1m)
+from alemap.inference.gpu_windows import WindowDevice, window_log1m
+from alemap.inference.gpu_windows import bytes_per_iteration as _window_bytes
 from alemap.inference.plan import MonteCarloPlan
 
 __all__ = [
@@ -320,7 +318,7 @@ def bytes_per_iteration(plan: MonteCarloPlan, windows: bool = False) -> int:
     """Device bytes of one iteration of a block (with the window path's grids and pairs if ``windows``)."""
     n = GRID_BYTES * plan.n_grid + MASK_BYTES * plan.n_mask + FOCUS_BYTES * plan.n_foci
     if windows:
-        n += WINDOW_GRID_BYTES * plan.n_grid + PAIR_BYTES * pairs_per_iteration(plan)
+        n += _window_bytes(plan)
     return n
 
 

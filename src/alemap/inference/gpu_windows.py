@@ -42,15 +42,16 @@ import numpy as np
 
 from alemap.inference.windows import MAX_WINDOW_SHARE, WINDOW
 
-__all__ = ["WindowDevice", "window_log1m", "PAIR_BYTES", "WINDOW_GRID_BYTES", "pairs_per_iteration"]
+__all__ = ["WindowDevice", "window_log1m", "PAIR_BYTES", "WINDOW_GRID_BYTES", "bytes_per_iteration",
+           "pairs_per_iteration"]
 
 #: Bytes per (window, focus) pair: window id, focus, sort key and order (8 each), its eight
 #: float64 values (64).
 PAIR_BYTES = 4 * 8 + 8 * 8
-#: Bytes per grid voxel and iteration besides the whole-grid path's: the padded bound planes and
-#: the bound (float32, the planes ~1.6x the grid), candidates (bool), occupancy and window ids
-#: (per eight voxels).
-WINDOW_GRID_BYTES = 7 + 4 + 1 + 2
+#: Bytes per grid voxel and iteration besides the whole-grid path's and the bound planes (see
+#: :func:`bytes_per_iteration`): the bound (float32), candidates and occupancy (bool), window ids
+#: (int64 per eight voxels), and two bool temporaries.
+WINDOW_GRID_BYTES = 4 + 1 + 1 + 1 + 2
 
 
 @dataclass(frozen=True)
@@ -81,6 +82,17 @@ class WindowDevice:
                    xp.asarray(t.wrows), np.asarray(t.wstart), xp.asarray(plan.exp_of_focus),
                    xp.asarray(np.asarray(plan.mask_grid, dtype=bool)), np.float32(t.sep_cut),
                    float(share))
+
+
+def bytes_per_iteration(plan, share: float = MAX_WINDOW_SHARE) -> int:
+    """Device bytes of one iteration of the window path: the bound's padded float32 planes
+    (x padded by the envelope's radius, y and z by the widest kernel's), the per-voxel arrays
+    (``WINDOW_GRID_BYTES``) and the estimated pairs (``PAIR_BYTES`` each)."""
+    R = plan.window.env.shape[1] // 2
+    P = int(plan.width.max()) // 2
+    nx, ny, nz = (int(v) for v in plan.shape)
+    planes = 4 * (nx + 2 * R) * (ny + 2 * P) * (nz + 2 * P)
+    return planes + WINDOW_GRID_BYTES * plan.n_grid + PAIR_BYTES * pairs_per_iteration(plan, share)
 
 
 def pairs_per_iteration(plan, share: float = MAX_WINDOW_SHARE) -> int:
