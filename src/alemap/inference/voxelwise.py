@@ -39,6 +39,33 @@ from alemap.inference.simd import LANES, add8, flush8, min8
 __all__ = ["voxelwise_counts"]
 
 
+#: What ``_box_steps`` does with a focus's box.
+_ADD, _MIN, _FLUSH = 0, 1, 2
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _box_steps(log1m, comb, rows, row_start, ijk, f, w, shape, NZS, mode):
+    """Focus f's kernel box (cube of edge ``w`` at ``rows[row_start:]``) as eight-wide steps per
+    row: add its rows to ``log1m`` (``_ADD``), take their minimum into ``comb`` (``_MIN``), or
+    move ``comb`` into ``log1m`` there (``_FLUSH``)."""
+    nx, ny, nz = shape[0], shape[1], shape[2]
+    r = w // 2
+    ci, cj, ck = ijk[f, 0], ijk[f, 1], ijk[f, 2]
+    lc, hc = max(0, ck - r), min(nz, ck + r + 1)
+    n_vec = (hc - lc + LANES - 1) // LANES
+    for a in range(max(0, ci - r), min(nx, ci + r + 1)):
+        for b in range(max(0, cj - r), min(ny, cj + r + 1)):
+            t = (a * ny + b) * NZS + lc
+            k = row_start + ((a - ci + r) * w + (b - cj + r)) * (w + ROW_PAD) + lc - ck + r
+            for h in range(n_vec):
+                if mode == _ADD:
+                    add8(log1m, t + LANES * h, rows, k + LANES * h)
+                elif mode == _MIN:
+                    min8(comb, t + LANES * h, rows, k + LANES * h)
+                else:
+                    flush8(log1m, comb, t + LANES * h)
+
+
 @numba.njit(cache=True, nogil=True)
 def _accumulate_rows(ijk, exp_offsets, cube_of_exp, rows, row_start, width, shape, NZS, log1m, comb):
     """log(1 - ALE) on a grid of ``shape`` stored with z-rows ``NZS >= nz + ROW_PAD`` long: the
@@ -49,42 +76,19 @@ def _accumulate_rows(ijk, exp_offsets, cube_of_exp, rows, row_start, width, shap
     A step past a row's end adds the kernel row's zero padding, or, for a box cut by the grid's
     end, lands in the row's spare ``NZS - nz`` elements, which are never read; each voxel gets
     the same additions in the same order as the plain accumulation: the same bits."""
-    nx, ny, nz = shape[0], shape[1], shape[2]
     for e in range(exp_offsets.shape[0] - 1):
         j = cube_of_exp[e]
         w = width[j]
-        r = w // 2
-        RW = w + ROW_PAD
-        s0 = row_start[j]
         a0, a1 = exp_offsets[e], exp_offsets[e + 1]
         any_overlap = False
         for f in range(a0, a1):
             isolated = _isolated(ijk, a0, a1, f, w)
             any_overlap = any_overlap or not isolated
-            ci, cj, ck = ijk[f, 0], ijk[f, 1], ijk[f, 2]
-            lc, hc = max(0, ck - r), min(nz, ck + r + 1)
-            n_vec = (hc - lc + LANES - 1) // LANES
-            for a in range(max(0, ci - r), min(nx, ci + r + 1)):
-                for b in range(max(0, cj - r), min(ny, cj + r + 1)):
-                    t = (a * ny + b) * NZS + lc
-                    k = s0 + ((a - ci + r) * w + (b - cj + r)) * RW + lc - ck + r
-                    for h in range(n_vec):
-                        if isolated:
-                            add8(log1m, t + LANES * h, rows, k + LANES * h)
-                        else:
-                            min8(comb, t + LANES * h, rows, k + LANES * h)
+            _box_steps(log1m, comb, rows, row_start[j], ijk, f, w, shape, NZS, _ADD if isolated else _MIN)
         if any_overlap:
             for f in range(a0, a1):
-                if _isolated(ijk, a0, a1, f, w):
-                    continue
-                ci, cj, ck = ijk[f, 0], ijk[f, 1], ijk[f, 2]
-                lc, hc = max(0, ck - r), min(nz, ck + r + 1)
-                n_vec = (hc - lc + LANES - 1) // LANES
-                for a in range(max(0, ci - r), min(nx, ci + r + 1)):
-                    for b in range(max(0, cj - r), min(ny, cj + r + 1)):
-                        t = (a * ny + b) * NZS + lc
-                        for h in range(n_vec):
-                            flush8(log1m, comb, t + LANES * h)
+                if not _isolated(ijk, a0, a1, f, w):
+                    _box_steps(log1m, comb, rows, row_start[j], ijk, f, w, shape, NZS, _FLUSH)
 
 
 @numba.njit(cache=True, nogil=True)
