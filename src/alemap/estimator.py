@@ -169,8 +169,6 @@ class ALE:
         validate("ALE", _CONSTRAINTS, {k: getattr(self, k) for k in _CONSTRAINTS})
         # what runs the null; a GPU asked for but not usable fails here, before any computing
         self._null_backend = resolve_backend(self.backend) if self.iterations > 0 else "cpu"
-        if not self.quiet:
-            note_if_compiling()
         t0 = time.perf_counter()
         inputs: list[str] = []
         if not isinstance(experiments, ExperimentSet):
@@ -184,6 +182,8 @@ class ALE:
         exps = placed.experiments
         if exps.n_experiments == 0:
             raise InputError("No experiment has a focus inside the template; check the coordinates' space.")
+        if not self.quiet:
+            note_if_compiling()  # the inputs are good: computing starts here
         cubes = kernel_cubes(exps.n_subjects, float(grid.voxel_size[0]))
         cube_of_exp = cubes.index(exps.n_subjects)
         # ALE and the MA histograms in one pass: the MA maps themselves are never stored
