@@ -384,6 +384,72 @@ def _vector_rows(ck, r, lc, hc, c0, c1, nz, SZ):
 
 
 @numba.njit(cache=True, nogil=True)
+def _slab_log1m(ijk, exp_of_focus, cube_of_focus, width, rows, row_start, shape, dims, sshape, t, lst, beg, end,
+                acc, comb):
+    """Exact log(1 - ALE) of slab ``t`` (of a grid of ``sshape`` slabs of edges ``dims = (SX, SY,
+    SZ)``) into ``acc``, from the foci binned to it, ``lst[beg:end]`` (in experiment order; see
+    :func:`_tiled`). Returns the slab ``[a0, a1) x [b0, b1) x [c0, c1)``; voxel ``(a, b, c)`` is
+    at ``acc[((a - a0) * SY + (b - b0)) * SZ + c - c0]``."""
+    nx, ny, nz = shape[0], shape[1], shape[2]
+    SX, SY, SZ = dims
+    TY, TZ = sshape[1], sshape[2]
+    a0 = (t // (TY * TZ)) * SX
+    b0 = ((t // TZ) % TY) * SY
+    c0 = (t % TZ) * SZ
+    a1, b1, c1 = min(nx, a0 + SX), min(ny, b0 + SY), min(nz, c0 + SZ)
+    acc[: SX * SY * SZ + ROW_PAD] = 0.0
+    p = beg
+    while p < end:
+        q = _experiment_end(lst, exp_of_focus, p, end)
+        several = q - p > 1  # combine this experiment's foci by minimum first
+        for u in range(p, q):
+            f = lst[u]
+            w, r, ci, cj, ck, la, ha, lb, hb, lc, hc = _clip_focus(
+                ijk, f, cube_of_focus, width, a0, a1, b0, b1, c0, c1)
+            if hc <= lc:
+                continue
+            stride = w + ROW_PAD
+            r0 = row_start[cube_of_focus[f]] - ck + r + lc
+            n_vec = _vector_rows(ck, r, lc, hc, c0, c1, nz, SZ)
+            for a in range(la, ha):
+                for b in range(lb, hb):
+                    tb = ((a - a0) * SY + (b - b0)) * SZ - c0 + lc
+                    kb = r0 + ((a - ci + r) * w + (b - cj + r)) * stride
+                    if n_vec > 0:
+                        if several:
+                            for h in range(n_vec):
+                                min8(comb, tb + LANES * h, rows, kb + LANES * h)
+                        else:
+                            for h in range(n_vec):
+                                add8(acc, tb + LANES * h, rows, kb + LANES * h)
+                    elif several:
+                        for c in range(hc - lc):
+                            k = rows[kb + c]
+                            if k < comb[tb + c]:
+                                comb[tb + c] = k
+                    else:
+                        for c in range(hc - lc):
+                            acc[tb + c] += rows[kb + c]
+        if several:
+            for u in range(p, q):
+                w, r, ci, cj, ck, la, ha, lb, hb, lc, hc = _clip_focus(
+                    ijk, lst[u], cube_of_focus, width, a0, a1, b0, b1, c0, c1)
+                if hc <= lc:
+                    continue
+                n_vec = _vector_rows(ck, r, lc, hc, c0, c1, nz, SZ)
+                if n_vec == 0:
+                    _flush_rows(acc, comb, la, ha, lb, hb, lc, hc, a0, b0, c0, SY, SZ)
+                    continue
+                for a in range(la, ha):
+                    for b in range(lb, hb):
+                        tb = ((a - a0) * SY + (b - b0)) * SZ - c0 + lc
+                        for h in range(n_vec):
+                            flush8(acc, comb, tb + LANES * h)
+        p = q
+    return a0, a1, b0, b1, c0, c1
+
+
+@numba.njit(cache=True, nogil=True)
 def _tiled(ijk, exp_of_focus, cube_of_focus, width, rows, row_start, shape, dims, sshape, slab_z,
            mask_grid, log_cut, cut_ale, supra, label, values, ptr, lst, acc, comb):
     """Exact log(1 - ALE), slab by slab (tiles of edges ``dims``, a grid of ``sshape``), in
@@ -402,9 +468,8 @@ def _tiled(ijk, exp_of_focus, cube_of_focus, width, rows, row_start, shape, dims
     and ``comb`` hold ``ROW_PAD`` spare elements past the slab. Returns (min
     log1m over the mask, n_supra); supra voxels get ``label = -1`` and
     ``values = ALE - threshold`` as in the pruned path."""
-    nx, ny, nz = shape[0], shape[1], shape[2]
-    SX, SY, SZ = dims
-    TY, TZ = sshape[1], sshape[2]
+    ny, nz = shape[1], shape[2]
+    SY, SZ = dims[1], dims[2]
     _bin_foci(ijk, cube_of_focus, width, shape, dims, sshape, slab_z, ptr, lst)
     best = 0.0
     n_supra = 0
@@ -413,59 +478,8 @@ def _tiled(ijk, exp_of_focus, cube_of_focus, width, rows, row_start, shape, dims
         end = ptr[t]
         if end == beg:
             continue
-        a0 = (t // (TY * TZ)) * SX
-        b0 = ((t // TZ) % TY) * SY
-        c0 = (t % TZ) * SZ
-        a1, b1, c1 = min(nx, a0 + SX), min(ny, b0 + SY), min(nz, c0 + SZ)
-        acc[: SX * SY * SZ + ROW_PAD] = 0.0
-        p = beg
-        while p < end:
-            q = _experiment_end(lst, exp_of_focus, p, end)
-            several = q - p > 1  # combine this experiment's foci by minimum first
-            for u in range(p, q):
-                f = lst[u]
-                w, r, ci, cj, ck, la, ha, lb, hb, lc, hc = _clip_focus(
-                    ijk, f, cube_of_focus, width, a0, a1, b0, b1, c0, c1)
-                if hc <= lc:
-                    continue
-                stride = w + ROW_PAD
-                r0 = row_start[cube_of_focus[f]] - ck + r + lc
-                n_vec = _vector_rows(ck, r, lc, hc, c0, c1, nz, SZ)
-                for a in range(la, ha):
-                    for b in range(lb, hb):
-                        tb = ((a - a0) * SY + (b - b0)) * SZ - c0 + lc
-                        kb = r0 + ((a - ci + r) * w + (b - cj + r)) * stride
-                        if n_vec > 0:
-                            if several:
-                                for h in range(n_vec):
-                                    min8(comb, tb + LANES * h, rows, kb + LANES * h)
-                            else:
-                                for h in range(n_vec):
-                                    add8(acc, tb + LANES * h, rows, kb + LANES * h)
-                        elif several:
-                            for c in range(hc - lc):
-                                k = rows[kb + c]
-                                if k < comb[tb + c]:
-                                    comb[tb + c] = k
-                        else:
-                            for c in range(hc - lc):
-                                acc[tb + c] += rows[kb + c]
-            if several:
-                for u in range(p, q):
-                    w, r, ci, cj, ck, la, ha, lb, hb, lc, hc = _clip_focus(
-                        ijk, lst[u], cube_of_focus, width, a0, a1, b0, b1, c0, c1)
-                    if hc <= lc:
-                        continue
-                    n_vec = _vector_rows(ck, r, lc, hc, c0, c1, nz, SZ)
-                    if n_vec == 0:
-                        _flush_rows(acc, comb, la, ha, lb, hb, lc, hc, a0, b0, c0, SY, SZ)
-                        continue
-                    for a in range(la, ha):
-                        for b in range(lb, hb):
-                            tb = ((a - a0) * SY + (b - b0)) * SZ - c0 + lc
-                            for h in range(n_vec):
-                                flush8(acc, comb, tb + LANES * h)
-            p = q
+        a0, a1, b0, b1, c0, c1 = _slab_log1m(ijk, exp_of_focus, cube_of_focus, width, rows, row_start, shape, dims,
+                                             sshape, t, lst, beg, end, acc, comb)
         z0, z1 = max(c0, slab_z[t, 0]), min(c1, slab_z[t, 1])
         for a in range(a0, a1):
             for b in range(b0, b1):

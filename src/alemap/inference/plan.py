@@ -18,7 +18,7 @@ from alemap.inference.simd import LANES_F32
 from alemap.inference.windows import MAX_WINDOWS_PER_COLUMN, SEPARABLE_CLASSES, SEPARATE_CLASSES_FROM_FOCI, WINDOW
 from alemap.kernels.gaussian import KernelCubes, block_bounds
 
-__all__ = ["MonteCarloPlan", "make_plan", "kernel_rows"]
+__all__ = ["MonteCarloPlan", "make_plan", "kernel_rows", "slab_tiling", "tiles_per_focus"]
 
 
 @dataclass(frozen=True)
@@ -176,6 +176,13 @@ def tiles_per_focus(width: int) -> int:
     def most(dims):
         return int(np.prod([(width + d - 2) // d + 1 for d in dims]))
     return max(most(SLAB), most(SPARSE_SLAB))
+
+
+def slab_tiling(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The whole-grid pass's ``SLAB`` tiling of a grid: its shape in tiles and each tile's z-range
+    (the whole tile where it holds a ``mask`` voxel, empty elsewhere)."""
+    sshape, in_mask = _tiling(mask, SLAB)
+    return sshape, _slab_z_ranges(sshape, in_mask, mask.shape[2])
 
 
 def _slab_z_ranges(sshape: np.ndarray, slab_in_mask: np.ndarray, nz: int) -> np.ndarray:

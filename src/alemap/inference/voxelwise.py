@@ -9,13 +9,15 @@ own null: p_v = share of iterations whose ALE at v is at least the observed
 ALE at v, floored at 1/n.
 
 Each iteration computes ``log(1 - ALE)`` exactly (the plain accumulation's
-bits, ``cpu._accumulate``) on the box of the grid that holds the relocation
-region and the tested voxels, widened by the kernel radius (for C-SALE the
-cerebellum's: 76 x 56 x 51 voxels, 2 MB, instead of the 902,629-voxel grid),
-kernel rows as eight-wide vector steps, and clears it with one fill. Measured
-(one thread, same counts as before; session 7, `/tmp/x/s7/abvw.py`): the
-motor-learning demo's C-SALE (173 cerebellar foci) 6.55 -> 1.64 ms per
-iteration, a whole-brain SCALE null of the finger set (654 foci) 29.9 -> 11.4.
+bits) with the whole-grid pass's slabs (``cpu._slab_log1m``: foci binned to
+4 x 8 x 96-voxel slabs, accumulated in cache-resident buffers with eight-wide
+kernel rows), on the box of the grid that holds the relocation region and the
+tested voxels widened by the kernel radius, and only in the slabs holding a
+tested voxel whose observed ALE is above 0: ``log(1 - ALE) <= 0`` always, so a
+voxel with observed ALE 0 counts in every iteration without computing it.
+Measured (one thread, same counts; session 7, ``/tmp/x/s7/abvw.py``): the
+motor-learning demo's C-SALE (173 cerebellar foci) 6.55 -> 0.90 ms per
+iteration, a whole-brain SCALE null of the finger set (654 foci) 29.9 -> 6.3.
 
 Counting runs in threads, each with its own counts; the integer counts are
 summed at the end, so results do not depend on the number of threads
@@ -31,88 +33,55 @@ from typing import Callable
 import numba
 import numpy as np
 
-from alemap.inference.cpu import ROW_PAD, _isolated
+from alemap.inference.cpu import ROW_PAD, SLAB, SLAB_VOXELS, _bin_foci, _slab_log1m
 from alemap.inference.montecarlo import BATCH_SIZE, batch_draws
-from alemap.inference.plan import kernel_rows
-from alemap.inference.simd import LANES, add8, flush8, min8
+from alemap.inference.plan import kernel_rows, slab_tiling, tiles_per_focus
 
 __all__ = ["voxelwise_counts"]
 
 
-#: What ``_box_steps`` does with a focus's box.
-_ADD, _MIN, _FLUSH = 0, 1, 2
-
-
-@numba.njit(cache=True, nogil=True, inline="always")
-def _box_steps(log1m, comb, rows, row_start, ijk, f, w, shape, NZS, mode):
-    """Focus f's kernel box (cube of edge ``w`` at ``rows[row_start:]``) as eight-wide steps per
-    row: add its rows to ``log1m`` (``_ADD``), take their minimum into ``comb`` (``_MIN``), or
-    move ``comb`` into ``log1m`` there (``_FLUSH``)."""
-    nx, ny, nz = shape[0], shape[1], shape[2]
-    r = w // 2
-    ci, cj, ck = ijk[f, 0], ijk[f, 1], ijk[f, 2]
-    lc, hc = max(0, ck - r), min(nz, ck + r + 1)
-    n_vec = (hc - lc + LANES - 1) // LANES
-    for a in range(max(0, ci - r), min(nx, ci + r + 1)):
-        for b in range(max(0, cj - r), min(ny, cj + r + 1)):
-            t = (a * ny + b) * NZS + lc
-            k = row_start + ((a - ci + r) * w + (b - cj + r)) * (w + ROW_PAD) + lc - ck + r
-            for h in range(n_vec):
-                if mode == _ADD:
-                    add8(log1m, t + LANES * h, rows, k + LANES * h)
-                elif mode == _MIN:
-                    min8(comb, t + LANES * h, rows, k + LANES * h)
-                else:
-                    flush8(log1m, comb, t + LANES * h)
-
-
 @numba.njit(cache=True, nogil=True)
-def _accumulate_rows(ijk, exp_offsets, cube_of_exp, rows, row_start, width, shape, NZS, log1m, comb):
-    """log(1 - ALE) on a grid of ``shape`` stored with z-rows ``NZS >= nz + ROW_PAD`` long: the
-    plain accumulation (``cpu._accumulate``: a focus whose box overlaps no other of its
-    experiment added straight in, the others combined by minimum and then added once), each
-    kernel row as eight-wide steps (``simd``) from the padded rows of ``plan.kernel_rows``.
-
-    A step past a row's end adds the kernel row's zero padding, or, for a box cut by the grid's
-    end, lands in the row's spare ``NZS - nz`` elements, which are never read; each voxel gets
-    the same additions in the same order as the plain accumulation: the same bits."""
-    for e in range(exp_offsets.shape[0] - 1):
-        j = cube_of_exp[e]
-        w = width[j]
-        a0, a1 = exp_offsets[e], exp_offsets[e + 1]
-        any_overlap = False
-        for f in range(a0, a1):
-            isolated = _isolated(ijk, a0, a1, f, w)
-            any_overlap = any_overlap or not isolated
-            _box_steps(log1m, comb, rows, row_start[j], ijk, f, w, shape, NZS, _ADD if isolated else _MIN)
-        if any_overlap:
-            for f in range(a0, a1):
-                if not _isolated(ijk, a0, a1, f, w):
-                    _box_steps(log1m, comb, rows, row_start[j], ijk, f, w, shape, NZS, _FLUSH)
-
-
-@numba.njit(cache=True, nogil=True)
-def _count_batch(draws, draw_ijk, test_at, obs_log1m, exp_offsets, cube_of_exp, rows, row_start, width,
-                 shape, NZS, log1m, comb, counts):
+def _count_batch(draws, draw_ijk, exp_of_focus, cube_of_focus, width, rows, row_start, shape, dims, sshape,
+                 slab_z, test_at, obs_log1m, ptr, lst, acc, comb, counts):
+    """Add to ``counts[q]`` the iterations of ``draws`` whose ``log(1 - ALE)`` at the voxel with
+    ``test_at == q`` is at most ``obs_log1m[q]``, computing only the ``dims`` slabs whose z-range
+    ``slab_z`` is not empty (those holding such voxels; ``cpu._slab_log1m``: the plain
+    accumulation's bits)."""
+    ny, nz = shape[1], shape[2]
+    SY, SZ = dims[1], dims[2]
     n_foci = draws.shape[1]
     ijk = np.empty((n_foci, 3), dtype=np.int64)
-    for t in range(draws.shape[0]):
+    for it in range(draws.shape[0]):
         for f in range(n_foci):
-            m = draws[t, f]
+            m = draws[it, f]
             ijk[f, 0] = draw_ijk[m, 0]
             ijk[f, 1] = draw_ijk[m, 1]
             ijk[f, 2] = draw_ijk[m, 2]
-        _accumulate_rows(ijk, exp_offsets, cube_of_exp, rows, row_start, width, shape, NZS, log1m, comb)
-        for q in range(test_at.shape[0]):
-            # null ALE >= observed ALE  <=>  null log(1 - ALE) <= observed log(1 - ALE)
-            if log1m[test_at[q]] <= obs_log1m[q]:
-                counts[q] += 1
-        log1m[:] = 0.0
+        _bin_foci(ijk, cube_of_focus, width, shape, dims, sshape, slab_z, ptr, lst)
+        beg = 0
+        for t in range(ptr.shape[0] - 1):
+            end = ptr[t]
+            if end == beg:
+                continue  # no focus reaches the slab: log(1 - ALE) = 0 > every obs_log1m there
+            a0, a1, b0, b1, c0, c1 = _slab_log1m(ijk, exp_of_focus, cube_of_focus, width, rows, row_start, shape,
+                                                 dims, sshape, t, lst, beg, end, acc, comb)
+            z0, z1 = max(c0, slab_z[t, 0]), min(c1, slab_z[t, 1])
+            for a in range(a0, a1):
+                for b in range(b0, b1):
+                    base = (a * ny + b) * nz
+                    tb = ((a - a0) * SY + (b - b0)) * SZ - c0
+                    for c in range(z0, z1):
+                        q = test_at[base + c]
+                        # null ALE >= observed ALE  <=>  null log(1 - ALE) <= observed log(1 - ALE)
+                        if q >= 0 and acc[tb + c] <= obs_log1m[q]:
+                            counts[q] += 1
+            beg = end
 
 
 def _crop(draw_ijk: np.ndarray, test_flat: np.ndarray, shape, radius: int):
     """The box of the grid that holds every kernel box of a focus at a ``draw_ijk`` voxel and every
-    tested voxel: (origin, shape). Only the grid's faces cut a kernel box inside it."""
+    tested voxel: (origin, shape, tested voxels' ijk). Only the grid's faces cut a kernel box
+    inside it."""
     test_ijk = np.column_stack(np.unravel_index(test_flat, tuple(int(s) for s in shape)))
     both = np.vstack([draw_ijk, test_ijk]) if test_ijk.size else draw_ijk
     lo = np.maximum(both.min(axis=0) - radius, 0)
@@ -136,14 +105,21 @@ def voxelwise_counts(
     """
     shape = np.asarray(shape, dtype=np.int64)
     origin, sub, test_ijk = _crop(draw_ijk, test_flat, shape, int(np.max(cubes.width)) // 2)
-    NZS = int(sub[2]) + ROW_PAD
-    n_sub = int(sub[0] * sub[1]) * NZS
+    obs = np.log1p(-np.asarray(observed_ale, dtype=np.float64))
+    # log(1 - ALE) <= 0 always: a voxel whose observed ALE is 0 counts in every iteration; the
+    # others can count only where foci reach, so only the slabs holding them are computed
+    always = obs >= 0.0
+    t = test_ijk - origin
+    test_at = np.full(int(np.prod(sub)), -1, dtype=np.int64)
+    flat = (t[:, 0] * sub[1] + t[:, 1]) * sub[2] + t[:, 2]
+    test_at[flat[~always]] = np.flatnonzero(~always)
+    sshape, slab_z = slab_tiling((test_at >= 0).reshape(tuple(int(v) for v in sub)))
     rows = kernel_rows(cubes)
     ijk_sub = np.ascontiguousarray(draw_ijk - origin, dtype=np.int64)
-    t = test_ijk - origin
-    test_at = ((t[:, 0] * sub[1] + t[:, 1]) * NZS + t[:, 2]).astype(np.int64)
-    obs = np.log1p(-np.asarray(observed_ale, dtype=np.float64))
+    exp_of_focus = np.repeat(np.arange(len(exp_offsets) - 1, dtype=np.int64), np.diff(exp_offsets))
+    cube_of_focus = np.asarray(cube_of_exp, dtype=np.int64)[exp_of_focus]
     n_foci = int(exp_offsets[-1])
+    n_list = max(1, n_foci * tiles_per_focus(int(np.max(cubes.width))))
     local = threading.local()
     per_thread: list[np.ndarray] = []
     lock = threading.Lock()
@@ -151,12 +127,16 @@ def voxelwise_counts(
     def work(b, lo, hi):
         ws = getattr(local, "ws", None)
         if ws is None:
-            ws = local.ws = (np.zeros(n_sub), np.zeros(n_sub), np.zeros(test_flat.shape[0], dtype=np.int64))
+            ws = local.ws = (np.zeros(SLAB_VOXELS + ROW_PAD), np.zeros(SLAB_VOXELS + ROW_PAD),
+                             np.zeros(int(np.prod(sshape)) + 1, dtype=np.int64), np.empty(n_list, dtype=np.int32),
+                             np.zeros(test_flat.shape[0], dtype=np.int64))
             with lock:
-                per_thread.append(ws[2])
+                per_thread.append(ws[4])
         draws = batch_draws(seed, b, hi - lo, n_foci, draw_ijk.shape[0], cdf)
-        _count_batch(draws, ijk_sub, test_at, obs, exp_offsets, cube_of_exp, rows["log1m_rows"], rows["row_start"],
-                     cubes.width, sub, NZS, ws[0], ws[1], ws[2])
+        acc, comb, ptr, lst, counts = ws
+        _count_batch(draws, ijk_sub, exp_of_focus, cube_of_focus, cubes.width, rows["log1m_rows"], rows["row_start"],
+                     sub, SLAB, sshape, slab_z, test_at, obs, ptr, lst, acc, comb, counts)
+        counts[always] += hi - lo
         return hi - lo
 
     batches = [(b, lo, min(n_iterations, lo + BATCH_SIZE)) for b, lo in enumerate(range(0, n_iterations, BATCH_SIZE))]
