@@ -14,9 +14,11 @@ from __future__ import annotations
 
 from typing import Literal
 
+import numpy as np
+
 from alemap.exceptions import BackendUnavailableError, ParameterError
 
-__all__ = ["BACKENDS", "INSTALL_HINT", "backend_label", "gpu_available", "import_cupy", "resolve_backend"]
+__all__ = ["BACKENDS", "INSTALL_HINT", "backend_label", "gpu_available", "import_cupy", "resolve_backend", "to_host"]
 
 #: Values of ``ALE(backend=...)`` and ``--backend``.
 BACKENDS = ("auto", "cpu", "gpu")
@@ -80,3 +82,8 @@ def resolve_backend(name: str) -> Literal["cpu", "gpu"]:
 def backend_label(resolved: str) -> str:
     """Name of the engine for provenance: ``"cpu-numba"`` or ``"gpu-cupy"``."""
     return _LABELS[resolved]
+
+
+def to_host(a) -> np.ndarray:
+    """A NumPy copy of a CuPy array (a NumPy array as it is)."""
+    return a.get() if hasattr(a, "get") and not isinstance(a, np.ndarray) else np.asarray(a)

@@ -64,6 +64,7 @@ from typing import Any, Callable
 
 import numpy as np
 
+from alemap.inference.backends import to_host
 from alemap.inference.gpu_windows import WindowDevice, window_log1m
 from alemap.inference.gpu_windows import bytes_per_iteration as _window_bytes
 from alemap.inference.plan import MonteCarloPlan
@@ -114,10 +115,6 @@ def array_module(backend: str) -> tuple[Any, Callable]:
 
         return cupy, label
     raise ValueError(f"array backends are 'gpu' and 'numpy', not {backend!r}")
-
-
-def _to_host(a) -> np.ndarray:
-    return a.get() if hasattr(a, "get") and not isinstance(a, np.ndarray) else np.asarray(a)
 
 
 @dataclass(frozen=True)
@@ -235,7 +232,7 @@ def block_maxima(dp: DevicePlan, log1m, m: int) -> tuple[np.ndarray, np.ndarray,
     n_grid = plan.n_grid
     grid = log1m[: m * n_grid].reshape(m, n_grid)
     inside = grid[:, dp.mask_flat]
-    ale = -np.expm1(_to_host(inside.min(axis=1)))  # on the host: the same expm1 as the CPU engine
+    ale = -np.expm1(to_host(inside.min(axis=1)))  # on the host: the same expm1 as the CPU engine
     supra = xp.zeros((m, n_grid), dtype=bool)
     supra[:, dp.mask_flat] = inside < plan.log_cut
     del inside
@@ -254,8 +251,8 @@ def block_maxima(dp: DevicePlan, log1m, m: int) -> tuple[np.ndarray, np.ndarray,
     iteration = xp.zeros(n + 1, dtype=xp.int64)
     iteration[lab] = sel // n_grid  # every voxel of a label is in the same iteration
     iteration = iteration[1:]
-    size = _to_host(_segment_max(xp, iteration, size, m)).astype(np.int64)
-    mass = _to_host(_segment_max(xp, iteration, mass, m))
+    size = to_host(_segment_max(xp, iteration, size, m)).astype(np.int64)
+    mass = to_host(_segment_max(xp, iteration, mass, m))
     return ale, size, np.maximum(mass, 0.0)  # the CPU engine's running maximum starts at 0
 
 

@@ -40,6 +40,7 @@ from typing import Any
 
 import numpy as np
 
+from alemap.inference.backends import to_host
 from alemap.inference.windows import MAX_WINDOW_SHARE, WINDOW
 
 __all__ = ["WindowDevice", "window_log1m", "PAIR_BYTES", "WINDOW_GRID_BYTES", "bytes_per_iteration",
@@ -216,12 +217,12 @@ def window_log1m(dp, wd: WindowDevice, ijk, max_entries: int):
     log1m = xp.zeros(m * n_grid + 1)
     where = xp.flatnonzero(occ.reshape(-1))
     if where.shape[0] == 0:
-        return log1m, _host(dense)
+        return log1m, to_host(dense)
     wmap = xp.full(occ.size, -1, dtype=xp.int64)
     wmap[where] = xp.arange(where.shape[0], dtype=xp.int64)
     pairs = _pairs(xp, dp, wd, ijk, occ, wmap, max_entries)
     if pairs is None:
-        return log1m, _host(dense)
+        return log1m, to_host(dense)
     wid, focus, vals = pairs
     del pairs, wmap, occ
     order = xp.argsort(wid * plan.n_foci + focus)
@@ -247,7 +248,7 @@ def window_log1m(dp, wd: WindowDevice, ijk, max_entries: int):
     by_len = xp.argsort(-seg_len)
     seg_start, seg_len, seg_wid = seg_start[by_len], seg_len[by_len], run_wid[seg_start[by_len]]
     n_seg = int(seg_start.shape[0])
-    active = n_seg - np.cumsum(np.bincount(_host(seg_len), minlength=2))  # windows with more than k runs
+    active = n_seg - np.cumsum(np.bincount(to_host(seg_len), minlength=2))  # windows with more than k runs
     acc = xp.zeros((n_seg, WINDOW))
     for k in range(int(active.shape[0])):
         a = int(active[k])
@@ -262,8 +263,4 @@ def window_log1m(dp, wd: WindowDevice, ijk, max_entries: int):
     inside = z < nz
     vox = (col[:, None] * nz + z)[inside]
     log1m[vox] = acc[inside]
-    return log1m, _host(dense)
-
-
-def _host(a) -> np.ndarray:
-    return a.get() if hasattr(a, "get") and not isinstance(a, np.ndarray) else np.asarray(a)
+    return log1m, to_host(dense)

@@ -15,7 +15,7 @@ kernel rows), on the box of the grid that holds the relocation region and the
 tested voxels widened by the kernel radius, and only in the slabs holding a
 tested voxel whose observed ALE is above 0: ``log(1 - ALE) <= 0`` always, so a
 voxel with observed ALE 0 counts in every iteration without computing it.
-Measured (one thread, same counts; session 7, ``/tmp/x/s7/abvw.py``): the
+Measured (one thread, same counts; docs/dev-notes/session-7.md): the
 motor-learning demo's C-SALE (173 cerebellar foci) 6.55 -> 0.90 ms per
 iteration, a whole-brain SCALE null of the finger set (654 foci) 29.9 -> 6.3.
 
