@@ -433,6 +433,31 @@ def test_csale_relocation_follows_the_base_rate(mni):
     assert not np.array_equal(draws[:BATCH_SIZE], draws[BATCH_SIZE:2 * BATCH_SIZE])
 
 
+def test_csale_on_the_array_engine_equals_the_cpu_engine(project_a, monkeypatch):
+    """C-SALE's voxel-wise null on the GPU engine's code (run here with NumPy) gives the CPU's
+    counts, so the same maps and table; the project's C-SALE provenance names its engine."""
+    import alemap.designs.csale as csale
+
+    prov = json.loads((project_a.out / "cerebellum" / "provenance.json").read_text())
+    assert prov["backend"] == "cpu-numba"
+    from alemap.io import load_experiments
+
+    project = load_project(project_a.path)
+    est = ALE(quiet=True)
+    placed, grid = est.place(load_experiments([str(project_a.folder / "motor_learning.tsv")])), est._grid()
+    kw = dict(iterations=64, p=0.05, k=5, seed=3, quiet=True)
+    cpu = csale.run_csale(placed, grid, backend="cpu", **kw)
+    monkeypatch.setattr(csale, "resolve_backend", lambda name: "numpy")
+    monkeypatch.setattr(csale, "backend_label", lambda engine: f"{engine}-array")
+    arr = csale.run_csale(placed, grid, backend="gpu", **kw)
+    assert (cpu.backend, arr.backend) == ("cpu-numba", "numpy-array")
+    assert len(cpu.clusters) > 0 and 0 < np.count_nonzero(cpu.maps["p"] < 1) < cpu.maps["p"].size
+    for key in cpu.maps:
+        assert np.array_equal(cpu.maps[key], arr.maps[key]), key
+    assert cpu.clusters.equals(arr.clusters)
+    assert project.analyses["cerebellum"]["type"] == "csale"
+
+
 def test_weighted_draws_synthetic_and_uniform():
     k = 40
     weights = np.arange(k, dtype=float) % 7  # zeros at 0, 7, 14, ...: never drawn

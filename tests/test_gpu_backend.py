@@ -390,7 +390,6 @@ def numpy_as_cupy(monkeypatch, small_plan):
     ndi = types.ModuleType("cupyx.scipy.ndimage")
     ndi.label = ndimage.label
     cupyx = types.ModuleType("cupyx")
-    cupyx.scatter_add = np.add.at
     for name, module in (("cupy", fake), ("cupyx", cupyx),
                          ("cupyx.scipy", types.ModuleType("cupyx.scipy")), ("cupyx.scipy.ndimage", ndi)):
         monkeypatch.setitem(sys.modules, name, module)
@@ -446,6 +445,32 @@ def test_gpu_driver_splits_a_batch_when_one_does_not_fit(numpy_as_cupy, small_pl
     with pytest.raises(MemoryError):
         run_null(small_plan, 5, seed=9, backend="gpu")
     assert blocks == [5, 2, 1]
+
+
+def test_gpu_voxelwise_driver_groups_batches_and_recovers_from_out_of_memory(numpy_as_cupy, monkeypatch):
+    """C-SALE's voxel-wise null on the (fake) GPU: whole batches per call; out of memory, the
+    call's counts are dropped, the block halved and the call repeated; the CPU's counts."""
+    from alemap.inference import gpu_voxelwise as gv
+    from alemap.inference.voxelwise import voxelwise_counts
+    from test_voxelwise import _case
+
+    grid = ellipsoid_grid((21, 25, 19), (10, 12, 9))
+    case = _case(grid, grid.mask, np.array([9, 25, 14]), np.array([3, 1, 5]), seed=6)
+    n_iter = 3 * BATCH_SIZE + 7
+    calls, real = [], gv._count_block
+
+    def flaky(xp, ijk, *args):
+        calls.append(ijk.shape[0])
+        if len(calls) == 2:
+            raise MemoryError("out of device memory")  # as cupy.cuda.memory.OutOfMemoryError
+        return real(xp, ijk, *args)
+
+    monkeypatch.setattr(gv, "_count_block", flaky)
+    monkeypatch.setattr(gv, "_budget", lambda xp, *sizes: (2 * BATCH_SIZE, 10**6))
+    seen = []
+    got = voxelwise_counts(**case, n_iterations=n_iter, seed=11, backend="gpu", progress=seen.append)
+    assert np.array_equal(got, voxelwise_counts(**case, n_iterations=n_iter, seed=11))
+    assert calls == [64, 39, 32, 7] and numpy_as_cupy.freed == 1 and seen == [64, 32, 7]
 
 
 def test_estimator_records_the_gpu_backend(numpy_as_cupy):
@@ -528,3 +553,21 @@ def test_gpu_run_null_resumes(cupy_xp, small_plan):
                    on_batch=lambda b, m: batches.append(b))
     _assert_same_null(got, ref)
     assert batches == [1, 3]
+
+
+@pytest.mark.gpu
+def test_gpu_voxelwise_counts_equal_cpu(cupy_xp):
+    """C-SALE/SCALE's voxel-wise null on the GPU: the CPU engine's counts (integers: exactly)."""
+    from alemap.inference.gpu_voxelwise import voxelwise_counts_array
+    from alemap.inference.voxelwise import voxelwise_counts
+    from test_voxelwise import _case
+
+    grid = ellipsoid_grid((29, 33, 27), (14, 16, 13))
+    region = grid.mask & (np.indices(grid.mask.shape)[2] < 9)
+    case = _case(grid, region, np.array([8, 12, 20, 35, 100, 15]), np.array([1, 3, 9, 2, 4, 6]), seed=3)
+    n_iter = 3 * BATCH_SIZE + 7
+    cpu_counts = voxelwise_counts(**case, n_iterations=n_iter, seed=11, jobs=2)
+    for block in (None, 5):
+        got = voxelwise_counts_array(**case, n_iterations=n_iter, seed=11, backend="gpu", block=block)
+        assert np.array_equal(got, cpu_counts)
+    assert np.any((cpu_counts > 0) & (cpu_counts < n_iter))

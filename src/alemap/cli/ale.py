@@ -51,8 +51,9 @@ def add_backend_option(p: argparse.ArgumentParser) -> None:
 
     p.add_argument(
         "--backend", default="auto", choices=BACKENDS,
-        help="engine of the Monte Carlo null: cpu (numba, --jobs threads), gpu (CuPy: pip install \"alemap[gpu]\" "
-             "and a CUDA device) or auto (the GPU when one can be used; default)",
+        help="engine of the Monte Carlo nulls (ALE's cluster-FWE null, C-SALE's voxel-wise null): cpu (numba, "
+             "--jobs threads), gpu (CuPy: pip install \"alemap[gpu]\" and a CUDA device) or auto (the GPU when one "
+             "can be used; default)",
     )
 
 

@@ -33,6 +33,7 @@ from scipy import ndimage
 
 from alemap._progress import progress_bar
 from alemap.data.experiment_set import ExperimentSet
+from alemap.inference.backends import backend_label, resolve_backend
 from alemap.inference.voxelwise import voxelwise_counts
 from alemap.kernels.gaussian import kernel_cubes
 from alemap.reporting.cluster_table import map_clusters
@@ -59,6 +60,7 @@ class CSALEResult:
     excluded_experiments: list
     n_foci: int
     n_experiments: int
+    backend: str = "cpu-numba"  # the engine that ran the null (backends.backend_label)
 
 
 def load_base_rate(name: str, grid: Grid) -> np.ndarray:
@@ -85,13 +87,17 @@ def _region(grid: Grid, region: str, dilate_mm: float) -> tuple[np.ndarray, np.n
 
 
 def run_csale(placed, grid: Grid, *, iterations=None, seed=0, p=None, k=None, dilate_mm=None, region=None,
-              base_rate=None, jobs=1, quiet=False) -> CSALEResult:
-    """Run C-SALE (or SCALE) on placed experiments (``ALE.place`` output)."""
+              base_rate=None, jobs=1, quiet=False, backend="auto") -> CSALEResult:
+    """Run C-SALE (or SCALE) on placed experiments (``ALE.place`` output).
+
+    ``backend`` (``"auto"``, ``"cpu"``, ``"gpu"``) runs the voxel-wise null, as for
+    :class:`alemap.ALE`; every backend gives the same counts for the same seed."""
     prm = dict(DEFAULTS)
     prm.update({k_: v for k_, v in dict(iterations=iterations, p=p, k=k, dilate_mm=dilate_mm, region=region,
                                           base_rate=base_rate).items() if v is not None})
     if prm["region"] not in REGIONS:
         raise ValueError(f"region must be one of {REGIONS}, got {prm['region']!r}")
+    engine = resolve_backend(backend)
     core, amask = _region(grid, prm["region"], float(prm["dilate_mm"]))
     exps, ijk, dropped = _filter_foci(placed.experiments, placed.ijk, amask)
     notes = []
@@ -114,12 +120,12 @@ def run_csale(placed, grid: Grid, *, iterations=None, seed=0, p=None, k=None, di
     with progress_bar(n, "C-SALE null", quiet) as advance:
         counts = voxelwise_counts(draw_ijk=a_ijk, cdf=cdf, test_flat=a_flat, observed_ale=ale,
                                   exp_offsets=exps.offsets, cube_of_exp=coe, cubes=cubes, shape=grid.shape,
-                                  n_iterations=n, seed=seed, jobs=jobs, progress=advance)
+                                  n_iterations=n, seed=seed, jobs=jobs, progress=advance, backend=engine)
     maps = _maps(grid, a_flat, core, ale, counts, n, prm, density)
     labels, table = map_clusters(maps["z_csale"], grid, 6, prm["k"] * grid.voxel_volume_mm3)
     maps["z_csale"] = np.where(labels > 0, maps["z_csale"], 0.0)
     params = dict(prm, seed=seed, analysis_voxels=int(a_flat.size), region_voxels=int(core.sum()))
-    return CSALEResult(maps, table, params, notes, dropped, exps.n_foci, exps.n_experiments)
+    return CSALEResult(maps, table, params, notes, dropped, exps.n_foci, exps.n_experiments, backend_label(engine))
 
 
 def _maps(grid, a_flat, core, ale, counts, n, prm, density):

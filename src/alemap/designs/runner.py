@@ -211,8 +211,9 @@ def run_project(project: Project, outdir: str | Path, jobs: int = 1, quiet: bool
                 backend: str = "auto") -> ProjectRun:
     """Run a validated project; see the module docstring.
 
-    ``backend`` (``"auto"``, ``"cpu"``, ``"gpu"``) runs the Monte Carlo null of
-    the ALE analyses (:class:`alemap.ALE`); it is not part of the analysis keys,
+    ``backend`` (``"auto"``, ``"cpu"``, ``"gpu"``) runs the Monte Carlo nulls of
+    the ALE and C-SALE analyses (:class:`alemap.ALE`, :func:`~alemap.designs.csale.run_csale`);
+    it is not part of the analysis keys,
     as every backend gives the same null for the same seed (masses up to
     float rounding).
     """
@@ -245,7 +246,8 @@ def run_project(project: Project, outdir: str | Path, jobs: int = 1, quiet: bool
             status, results[name] = _run_ale(name, a, project, exps, folder, jobs, quiet, keys[name], inputs,
                                              backend)
         elif a["type"] == "csale":
-            status = _run_csale(name, a, project, exps, folder, jobs, quiet, keys[name], inputs, notes[name])
+            status = _run_csale(name, a, project, exps, folder, jobs, quiet, keys[name], inputs, notes[name],
+                                backend)
         elif a["type"] == "contrast":
             status = _run_contrast(name, spec, project, results, folder, keys[name], notes[name], quiet)
         else:
@@ -318,7 +320,7 @@ def _run_conjunction(name, a, project, results, folder, key):
     return f"{len(table)} cluster(s)"
 
 
-def _run_csale(name, a, project, subset, folder, jobs, quiet, key, inputs, notes):
+def _run_csale(name, a, project, subset, folder, jobs, quiet, key, inputs, notes, backend="auto"):
     from alemap.designs.csale import run_csale
 
     if _complete(folder, CSALE_FILES, key):
@@ -328,14 +330,14 @@ def _run_csale(name, a, project, subset, folder, jobs, quiet, key, inputs, notes
     est = _estimator({k: prm.pop(k) for k in ("placement", "tal2mni", "outside_mask") if k in prm}, project, jobs, quiet)
     placed = est.place(subset)
     grid = est._grid()
-    res = run_csale(placed, grid, jobs=jobs, quiet=quiet, **prm)
+    res = run_csale(placed, grid, jobs=jobs, quiet=quiet, backend=backend, **prm)
     notes.extend(res.notes)
     _write_maps(folder, grid, res.maps, ["ale", "p", "z", "z_csale", "base_rate"])
     write_text(folder / "clusters.tsv", res.clusters.to_csv(sep="\t", index=False, float_format="%.6g"))
     write_json(folder / "provenance.json", {
         "analysis": name, "analysis_key": key, "type": "csale", "group": a["group"], "inputs": inputs,
         "parameters": res.params, "experiments_used": res.n_experiments, "foci_used": res.n_foci,
-        "excluded_experiments": res.excluded_experiments, "notes": res.notes, "versions": library_versions(),
-        "method": "C-SALE (Magielse et al. 2025): base-rate relocation null, voxel-wise p, cluster extent",
+        "excluded_experiments": res.excluded_experiments, "notes": res.notes, "backend": res.backend,
+        "versions": library_versions(), "method": "C-SALE (Magielse et al. 2025): base-rate relocation null, voxel-wise p, cluster extent",
     })
     return f"{len(res.clusters)} cluster(s) (p < {res.params['p']}, k >= {res.params['k']})"

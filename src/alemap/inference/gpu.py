@@ -70,7 +70,8 @@ from alemap.inference.gpu_windows import bytes_per_iteration as _window_bytes
 from alemap.inference.plan import MonteCarloPlan
 
 __all__ = [
-    "DevicePlan", "array_module", "log1m_block", "block_maxima", "run_iterations", "run_batches_xp",
+    "DevicePlan", "array_module", "device_cubes", "accumulate_log1m", "log1m_block", "block_maxima",
+    "run_iterations", "run_batches_xp",
     "iterations_per_call", "bytes_per_iteration", "WINDOWS", "run_null_array", "GRID_BYTES", "MASK_BYTES",
     "FOCUS_BYTES", "ENTRY_BYTES",
     "GRID_SHARE", "ENTRY_SHARE", "NUMPY_BLOCK", "NUMPY_MAX_ENTRIES",
@@ -135,10 +136,7 @@ class DevicePlan:
     def build(cls, plan: MonteCarloPlan, xp, label: Callable, windows: bool | None = None) -> "DevicePlan":
         """Copy the plan's invariants to the device once per run (the window path's tables too
         if ``windows``, default :data:`WINDOWS`, and the plan's tables can bound its kernels)."""
-        cubes, ranges = [], []
-        for s0, w in zip(plan.start.tolist(), plan.width.tolist()):
-            cubes.append(xp.asarray(plan.log1m_k[s0 : s0 + w**3].reshape(w, w, w)))
-            ranges.append(xp.arange(-(w // 2), w // 2 + 1, dtype=xp.int64))
+        cubes, ranges = device_cubes(xp, plan.log1m_k, plan.start, plan.width)
         structure = np.zeros((3, 3, 3, 3), dtype=bool)
         structure[1, 1, 1, 1] = True
         for off in plan.nbr:
@@ -146,8 +144,17 @@ class DevicePlan:
         wd = None
         if (WINDOWS if windows is None else windows) and plan.window.usable:
             wd = WindowDevice.build(plan, xp)
-        return cls(plan, xp, label, xp.asarray(plan.mask_ijk), xp.asarray(plan.mask_flat), tuple(cubes),
-                   tuple(ranges), structure, wd)
+        return cls(plan, xp, label, xp.asarray(plan.mask_ijk), xp.asarray(plan.mask_flat), cubes, ranges,
+                   structure, wd)
+
+
+def device_cubes(xp, log1m_k: np.ndarray, start: np.ndarray, width: np.ndarray) -> tuple[tuple, tuple]:
+    """Per kernel cube: its (w, w, w) ``log1p(-k)`` and ``arange(-r, r + 1)`` on the device."""
+    cubes, ranges = [], []
+    for s0, w in zip(np.asarray(start).tolist(), np.asarray(width).tolist()):
+        cubes.append(xp.asarray(log1m_k[s0 : s0 + w**3].reshape(w, w, w)))
+        ranges.append(xp.arange(-(w // 2), w // 2 + 1, dtype=xp.int64))
+    return tuple(cubes), tuple(ranges)
 
 
 def _box_index(xp, ijk, ar, shape, first: int, n_grid: int, spare: int):
@@ -182,17 +189,20 @@ def _add_experiment(xp, log1m, comb, idx, cube) -> None:
     comb[idx] = 0.0
 
 
-def _accumulate(dp: DevicePlan, ijk, log1m, comb, max_entries: int) -> None:
-    """log(1 - ALE) of every iteration of the block (``ijk``: (m, n_foci, 3)) into ``log1m``."""
-    xp, plan = dp.xp, dp.plan
-    shape = tuple(int(s) for s in plan.shape)
-    n_grid = plan.n_grid
+def accumulate_log1m(xp, ijk, log1m, comb, shape, exp_offsets, cube_of_exp, cubes, ranges,
+                     max_entries: int) -> None:
+    """Add log(1 - ALE) of every iteration of ``ijk`` ((m, n_foci, 3) voxels of a grid of
+    ``shape``) into ``log1m`` (m grids and a spare slot; ``comb`` alike and all 0), experiment by
+    experiment in order; experiment ``e`` holds foci ``exp_offsets[e]:exp_offsets[e + 1]`` and
+    uses kernel ``cubes[cube_of_exp[e]]`` (:func:`device_cubes`)."""
+    shape = tuple(int(s) for s in shape)
+    n_grid = int(np.prod(shape))
     spare = log1m.shape[0] - 1
     m = ijk.shape[0]
-    offsets = plan.exp_offsets.tolist()
-    for e, j in enumerate(plan.cube_of_exp.tolist()):
+    offsets = np.asarray(exp_offsets).tolist()
+    for e, j in enumerate(np.asarray(cube_of_exp).tolist()):
         a, b = offsets[e], offsets[e + 1]
-        cube, ar = dp.cubes[j], dp.ranges[j]
+        cube, ar = cubes[j], ranges[j]
         step = max(1, max_entries // ((b - a) * cube.size))
         for t0 in range(0, m, step):
             t1 = min(m, t0 + step)
@@ -202,6 +212,13 @@ def _accumulate(dp: DevicePlan, ijk, log1m, comb, max_entries: int) -> None:
                 log1m[flat] = log1m[flat] + _entry_values(xp, idx, cube, spare)
             else:
                 _add_experiment(xp, log1m, comb, idx, cube)
+
+
+def _accumulate(dp: DevicePlan, ijk, log1m, comb, max_entries: int) -> None:
+    """log(1 - ALE) of every iteration of the block (``ijk``: (m, n_foci, 3)) into ``log1m``."""
+    plan = dp.plan
+    accumulate_log1m(dp.xp, ijk, log1m, comb, plan.shape, plan.exp_offsets, plan.cube_of_exp, dp.cubes,
+                     dp.ranges, max_entries)
 
 
 def _segment_max(xp, segment, value, n_segments: int):

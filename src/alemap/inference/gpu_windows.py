@@ -104,16 +104,6 @@ def pairs_per_iteration(plan, share: float = MAX_WINDOW_SHARE) -> int:
     return int(plan.n_foci * w * w * ((w + 6) // WINDOW + 1) * share) + 1
 
 
-def _scatter_add(xp, a, idx, values) -> None:
-    """``a[idx] += values`` with repeated indices adding up (float32 atomics on a GPU)."""
-    if xp is np:
-        np.add.at(a, idx, values)
-    else:
-        import cupyx
-
-        cupyx.scatter_add(a, idx, values)
-
-
 def _candidates(xp, dp, wd: WindowDevice, ijk, max_entries: int):
     """(m, n_grid) bool: in-mask voxels whose separable bound exceeds ``sep_cut``."""
     plan = dp.plan
@@ -143,7 +133,7 @@ def _candidates(xp, dp, wd: WindowDevice, ijk, max_entries: int):
                 base = ((it * NXP + x + R) * NYP + y - r + P) * NZP + z - r + P  # (m, n)
                 idx = (base[..., None] + offs).reshape(-1)
                 values = xp.broadcast_to(plane.reshape(-1), (idx.shape[0] // (w * w), w * w)).reshape(-1)
-                _scatter_add(xp, G, idx, values)
+                xp.add.at(G, idx, values)  # repeated indices add up (float32 atomics on a GPU)
         Gv = G.reshape(m, NXP, NYP, NZP)
         for d in range(2 * R + 1):
             e = wd.env[c, d]

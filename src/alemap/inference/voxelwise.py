@@ -92,9 +92,13 @@ def _crop(draw_ijk: np.ndarray, test_flat: np.ndarray, shape, radius: int):
 def voxelwise_counts(
     *, draw_ijk: np.ndarray, cdf: np.ndarray, test_flat: np.ndarray, observed_ale: np.ndarray,
     exp_offsets: np.ndarray, cube_of_exp: np.ndarray, cubes, shape, n_iterations: int, seed: int,
-    jobs: int = 1, progress: Callable[[int], None] | None = None,
+    jobs: int = 1, progress: Callable[[int], None] | None = None, backend: str = "cpu",
 ) -> np.ndarray:
     """Counts, per tested voxel, of iterations with null ALE >= observed ALE.
+
+    ``backend`` ``"cpu"`` (numba, ``jobs`` threads) or an array backend, ``"gpu"`` (CuPy) or
+    ``"numpy"`` (the GPU's code on the host, for tests): :mod:`alemap.inference.gpu_voxelwise`,
+    the same counts.
 
     Parameters
     ----------
@@ -103,6 +107,12 @@ def voxelwise_counts(
     test_flat : int array
         Flat grid indices of the tested voxels; ``observed_ale`` their ALE.
     """
+    if backend != "cpu":
+        from alemap.inference.gpu_voxelwise import voxelwise_counts_array
+
+        return voxelwise_counts_array(draw_ijk=draw_ijk, cdf=cdf, test_flat=test_flat, observed_ale=observed_ale,
+                                      exp_offsets=exp_offsets, cube_of_exp=cube_of_exp, cubes=cubes, shape=shape,
+                                      n_iterations=n_iterations, seed=seed, backend=backend, progress=progress)
     shape = np.asarray(shape, dtype=np.int64)
     origin, sub, test_ijk = _crop(draw_ijk, test_flat, shape, int(np.max(cubes.width)) // 2)
     obs = np.log1p(-np.asarray(observed_ale, dtype=np.float64))
