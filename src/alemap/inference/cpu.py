@@ -221,7 +221,7 @@ def _clusters(supra, n_supra, values, label, stack, shape, nbr):
     The voxels are sorted first, so the flood fill (and the float sum of the
     mass) runs in the same order whichever path found them."""
     nx, ny, nz = shape[0], shape[1], shape[2]
-    supra[:n_supra] = np.sort(supra[:n_supra])
+    supra[:n_supra].sort()  # in place (a copy assigned back would compile numba's shape-error formatting)
     best_size = 0
     best_mass = 0.0
     for t in range(n_supra):
@@ -473,7 +473,7 @@ def _tiled(ijk, exp_of_focus, cube_of_focus, width, rows, row_start, shape, dims
     _bin_foci(ijk, cube_of_focus, width, shape, dims, sshape, slab_z, ptr, lst)
     best = 0.0
     n_supra = 0
-    beg = 0
+    beg = np.int64(0)  # not the literal 0: numba would also compile _slab_log1m for Literal[int](0)
     for t in range(ptr.shape[0] - 1):
         end = ptr[t]
         if end == beg:
@@ -523,7 +523,7 @@ def _pruned(ijk, exp_of_focus, cube_of_focus, width, rows, row_start, shape, spa
     (no voxel above threshold, so the maximum may lie outside the candidates),
     -2 says that more than ``max_share`` of the blocks are candidates (pruning would not pay)."""
     _bound_pass(ijk, cube_of_focus, blog, bstart, bwidth, dlo, bshape, bound)
-    n_cand = 0
+    n_cand = np.int64(0)  # not a literal (see _tiled)
     for i in range(mask_blocks.shape[0]):
         q = mask_blocks[i]
         if bound[q] < bound_cut:

@@ -2,8 +2,8 @@
 
 The engine's functions are compiled for the machine on first use and cached
 next to the package (or in numba's per-user cache where that is read-only).
-The first run after installing therefore spends about 45 seconds compiling
-(one core of the 2-core sandbox, docs/dev-notes/session-7.md) before its first
+The first run after installing therefore spends about 35 seconds compiling
+(one core of the 2-core sandbox; docs/dev-notes/session-8.md) before its first
 iteration, with nothing else to show; :class:`alemap.ALE` says so beforehand
 unless quiet.
 """

@@ -58,7 +58,7 @@ def _count_batch(draws, draw_ijk, exp_of_focus, cube_of_focus, width, rows, row_
             ijk[f, 1] = draw_ijk[m, 1]
             ijk[f, 2] = draw_ijk[m, 2]
         _bin_foci(ijk, cube_of_focus, width, shape, dims, sshape, slab_z, ptr, lst)
-        beg = 0
+        beg = np.int64(0)  # not a literal (see cpu._tiled)
         for t in range(ptr.shape[0] - 1):
             end = ptr[t]
             if end == beg:

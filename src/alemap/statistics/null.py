@@ -64,8 +64,10 @@ def _concat_histograms(ptr, parts_b, parts_p):
     out_bins = np.empty(ptr[-1], dtype=np.int64)
     out_p = np.empty(ptr[-1])
     for e in range(ptr.shape[0] - 1):
-        out_bins[ptr[e]:ptr[e + 1]] = parts_b[e]
-        out_p[ptr[e]:ptr[e + 1]] = parts_p[e]
+        b, p = parts_b[e], parts_p[e]
+        for t in range(b.shape[0]):  # element loops: a slice assignment compiles numba's shape-error formatting
+            out_bins[ptr[e] + t] = b[t]
+            out_p[ptr[e] + t] = p[t]
     return out_bins, out_p
 
 
@@ -185,14 +187,21 @@ def _fold_span(ptr, us, p, n_src, e_lo, e_hi, c_lo, c_hi, chunk, h, out, ring_in
     """
     for e in range(e_lo, e_hi):
         if ring_in.shape[0] > 0 and e > 0:
-            h[m_lo - span:m_lo] = ring_in[(e - 1) % ring_in.shape[0]]
+            # element loops here and below: an array-to-slice assignment would compile numba's
+            # shape-error message formatting (seconds on the first run)
+            row = (e - 1) % ring_in.shape[0]
+            for t in range(span):
+                h[m_lo - span + t] = ring_in[row, t]
         a, b = ptr[e], ptr[e + 1]
         _fold_chunks(h, n_src[e], out, n_src[e + 1], c_lo, c_hi, chunk, us[a:b], p[a:b], run_ptr, k0, m0, n_bins)
         if ring_out.shape[0] > 0:
-            ring_out[e % ring_out.shape[0]] = out[m_hi - span:m_hi]
+            row = e % ring_out.shape[0]
+            for t in range(span):
+                ring_out[row, t] = out[m_hi - span + t]
         h, out = out, h
     if (e_hi - e_lo) % 2 == 1:
-        out[m_lo:m_hi] = h[m_lo:m_hi]  # the caller's h holds the result
+        for t in range(m_lo, m_hi):  # the caller's h holds the result
+            out[t] = h[t]
 
 
 class _Aborted(RuntimeError):

@@ -105,7 +105,10 @@ def _pass(ijk, exp_offsets, cube_of_exp, rank_of, start, width, shape, in_mask, 
         ptr[e + 1] = ptr[e] + occupied.shape[0]
     flat = np.empty((2, ptr[-1]), dtype=np.int64)
     for e in range(n_exp):
-        flat[:, ptr[e]:ptr[e + 1]] = parts[e]
+        part = parts[e]
+        for t in range(part.shape[1]):  # not a slice assignment: that compiles numba's shape-error formatting (~5 s)
+            flat[0, ptr[e] + t] = part[0, t]
+            flat[1, ptr[e] + t] = part[1, t]
     return ptr, flat
 
 
