@@ -338,6 +338,7 @@ def _run_csale(name, a, project, subset, folder, jobs, quiet, key, inputs, notes
         "analysis": name, "analysis_key": key, "type": "csale", "group": a["group"], "inputs": inputs,
         "parameters": res.params, "experiments_used": res.n_experiments, "foci_used": res.n_foci,
         "excluded_experiments": res.excluded_experiments, "notes": res.notes, "backend": res.backend,
-        "versions": library_versions(), "method": "C-SALE (Magielse et al. 2025): base-rate relocation null, voxel-wise p, cluster extent",
+        "versions": library_versions(),
+        "method": "C-SALE (Magielse et al. 2025): base-rate relocation null, voxel-wise p, cluster extent",
     })
     return f"{len(res.clusters)} cluster(s) (p < {res.params['p']}, k >= {res.params['k']})"

@@ -35,6 +35,7 @@ from alemap.inference.gpu import (
     accumulate_log1m, array_module, device_cubes,
 )
 from alemap.inference.montecarlo import BATCH_SIZE, batch_draws
+from alemap.inference.voxelwise import _crop
 
 __all__ = ["voxelwise_counts_array", "bytes_per_iteration", "BOX_BYTES", "TEST_BYTES"]
 
@@ -83,9 +84,7 @@ def voxelwise_counts_array(
     (``"gpu"`` or ``"numpy"``); the arguments as for
     :func:`alemap.inference.voxelwise.voxelwise_counts`. ``block`` (iterations per block) and
     ``max_entries`` (kernel entries per step) default to the memory-based choices."""
-    from alemap.inference.voxelwise import _crop
-
-    xp, _label = array_module(backend)
+    xp, _ = array_module(backend)
     shape = np.asarray(shape, dtype=np.int64)
     origin, sub, test_ijk = _crop(draw_ijk, test_flat, shape, int(np.max(cubes.width)) // 2)
     t = test_ijk - origin
