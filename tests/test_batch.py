@@ -210,6 +210,14 @@ def test_min_studies_limit_and_errors(toy, tmp_path):
         terms_batch(db, ["alpha"], alpha=2.0)
     with pytest.raises(ParameterError, match="shard"):
         run_batch(batch, tmp_path / "q", shard="voxels")
+    with pytest.raises(ParameterError, match="null_backend"):
+        run_batch(batch, tmp_path / "q", null_backend="tpu")
+    # the GPU engine runs in this process, whole analyses one after another: said before any work
+    with pytest.raises(ParameterError, match="--scheduler"):
+        run_batch(batch, tmp_path / "q", scheduler="local:2", null_backend="gpu")
+    with pytest.raises(ParameterError, match="--shard auto or analyses"):
+        run_batch(batch, tmp_path / "q", shard="iterations", null_backend="gpu")
+    assert not (tmp_path / "q").exists()
 
 
 def test_selections_and_macm_batches(toy):

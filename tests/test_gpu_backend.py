@@ -20,11 +20,13 @@ cannot pass by skipping (PyMARE's ``PYMARE_REQUIRE_CMDSTAN``).
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import sys
 import types
 from pathlib import Path
 
+import nibabel as nib
 import numpy as np
 import pytest
 from scipy import ndimage
@@ -114,6 +116,20 @@ def test_array_path_small_grid_all_connectivities():
     assert np.all(seen[0.008, 6] > 0) and np.all(seen[0.9, 6] == 0)
     assert np.any(seen[0.014, 6] == 0) and np.any(seen[0.014, 6] > 0)
     assert np.any(seen[0.008, 26] > seen[0.008, 6])
+
+
+def test_max_ale_uses_the_cpu_engines_expm1():
+    """The array engine turns each iteration's minimum log(1 - ALE) into its maximum ALE with the
+    C library's expm1, which the CPU engine's compiled code calls: NumPy's vectorised expm1
+    differs from it in the last bit for some inputs on AVX-512 machines (-0.0267779546111245 here:
+    found by a batch on the fake GPU whose maximum ALE differed from the CPU's by one ulp)."""
+    import numba
+
+    compiled = numba.njit(lambda x: -np.expm1(x))
+    rng = np.random.default_rng(4)
+    x = np.concatenate([[-0.026777954611124546, 0.0, -1e-300], -rng.exponential(0.02, 2000)])
+    got = gpu._ale_from_log1m(x)
+    assert got.dtype == np.float64 and np.array_equal(got, np.array([compiled(v) for v in x]))
 
 
 class _AnyWinner(np.ndarray):
@@ -507,6 +523,32 @@ def test_gpu_voxelwise_driver_groups_batches_and_recovers_from_out_of_memory(num
     got = voxelwise_counts(**case, n_iterations=n_iter, seed=11, backend="gpu", progress=seen.append)
     assert np.array_equal(got, voxelwise_counts(**case, n_iterations=n_iter, seed=11))
     assert calls == [64, 39, 32, 7] and numpy_as_cupy.freed == 1 and seen == [64, 32, 7]
+
+
+def test_batch_on_the_gpu_engine(numpy_as_cupy, tmp_path):
+    """``alemap batch --backend gpu`` (the fake CuPy): whole analyses one after another in this
+    process, even where the CPU would shard iterations; the CPU's nulls, maps and tables."""
+    from alemap.designs.batch import run_batch, terms_batch
+    from alemap.io.databases import read_neurosynth
+    from test_batch import COMPARED, TERMS, make_database_files
+
+    c, m, mask = make_database_files(tmp_path)
+    batch = terms_batch(read_neurosynth(c, m), TERMS, seed=7, iterations=64, mask=mask)
+    on_gpu = run_batch(batch, tmp_path / "gpu", jobs=4, null_backend="gpu", quiet=True)
+    on_cpu = run_batch(batch, tmp_path / "cpu", jobs=4, null_backend="cpu", quiet=True)
+    assert on_gpu.ok and sorted(on_gpu.computed) == sorted(on_cpu.computed) == sorted(a.name for a in batch.analyses)
+    assert on_gpu.execution["shard"] == "analyses" and on_cpu.execution["shard"] == "iterations"
+    assert on_gpu.execution["null_backend"] == "gpu-cupy" and on_cpu.execution["null_backend"] == "cpu-numba"
+    for a in batch.analyses:
+        g, c_ = tmp_path / "gpu" / a.name, tmp_path / "cpu" / a.name
+        assert json.loads((g / "provenance.json").read_text())["backend"] == "gpu-cupy"
+        ng, nc = np.load(g / "null.npz"), np.load(c_ / "null.npz")
+        keys = ("max_ale", "max_cluster_size", "max_cluster_mass")
+        _assert_same_null(NullMaxima(*(ng[k] for k in keys)), NullMaxima(*(nc[k] for k in keys)))
+        for name in COMPARED:
+            assert np.array_equal(np.asarray(nib.load(str(g / f"{name}.nii.gz")).dataobj),
+                                  np.asarray(nib.load(str(c_ / f"{name}.nii.gz")).dataobj)), (a.name, name)
+        assert (g / "clusters.tsv").read_text() == (c_ / "clusters.tsv").read_text()
 
 
 def test_estimator_records_the_gpu_backend(numpy_as_cupy):

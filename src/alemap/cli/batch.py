@@ -22,7 +22,7 @@ import os
 import sys
 from pathlib import Path
 
-from alemap.cli.ale import positive_int
+from alemap.cli.ale import add_backend_option, positive_int
 
 __all__ = ["add_parser", "run"]
 
@@ -73,6 +73,7 @@ def add_parser(sub) -> None:
                       help="tasks are whole analyses or batches of Monte Carlo iterations (default auto)")
     run_.add_argument("--shard-batches", type=int, default=None, metavar="K",
                       help="batches of 32 iterations per iteration shard (default: automatic)")
+    add_backend_option(run_)
     run_.add_argument("--jobs", type=positive_int, default=None, help="threads without --scheduler (default: all cores)")
     run_.add_argument("--quiet", action="store_true", help="no progress output")
     p.set_defaults(run=run)
@@ -128,7 +129,7 @@ def run(args) -> int:
         return 0
     result = run_batch(batch, args.output, scheduler=args.scheduler, jobs=args.jobs or os.cpu_count() or 1,
                        shard=args.shard, shard_batches=args.shard_batches, limit=args.limit, quiet=args.quiet,
-                       timeout=args.scheduler_timeout)
+                       timeout=args.scheduler_timeout, null_backend=args.backend)
     if not args.quiet:
         print(f"alemap: {len(result.computed)} computed, {len(result.skipped)} skipped, {len(result.failed)} failed "
               f"in {result.seconds:.1f} s; results in {args.output} (summary: batch.json)", file=sys.stderr)

@@ -68,6 +68,7 @@ from alemap._version import __version__
 from alemap.data.experiment_set import ExperimentSet
 from alemap.estimator import ALE
 from alemap.exceptions import ParameterError
+from alemap.inference.backends import BACKENDS, backend_label, resolve_backend
 from alemap.io.atomic import write_json
 from alemap.io.databases import Database
 
@@ -296,8 +297,8 @@ def run_analysis_job(job: dict) -> dict:
         return {"status": "skipped (complete)", "skipped": True}
     t0 = time.perf_counter()
     folder.mkdir(parents=True, exist_ok=True)
-    # CPU: several worker processes would otherwise contend for one GPU (a GPU batch backend is future work)
-    est = ALE(seed=job["seed"], jobs=job["jobs"], quiet=True, backend="cpu", **job["params"])
+    # the GPU only in this process, one analysis after another (run_batch's null_backend); Dask workers: CPU
+    est = ALE(seed=job["seed"], jobs=job["jobs"], quiet=True, backend=job.get("null_backend", "cpu"), **job["params"])
     with _warnings_as_notes(job):
         result = est.fit(job["experiments"], checkpoint=folder / CHECKPOINT)
     out = _finish(result, job, folder, dict(job["execution"], shard="analyses"))
@@ -397,7 +398,7 @@ def _database_inputs(db: Database) -> list[dict]:
 def run_batch(batch: Batch, outdir: str | Path, *, scheduler: str | None = None, jobs: int = 1,
               shard: str = "auto", shard_batches: int | None = None, limit: int | None = None,
               quiet: bool = False, timeout: float | None = None, backend=None,
-              on_shard: Callable | None = None) -> BatchRun:
+              on_shard: Callable | None = None, null_backend: str = "cpu") -> BatchRun:
     """Run every analysis of ``batch`` into ``outdir/<name>/`` (see the module docstring).
 
     Parameters
@@ -424,11 +425,27 @@ def run_batch(batch: Batch, outdir: str | Path, *, scheduler: str | None = None,
     on_shard : callable, optional
         Called as ``on_shard(analysis_name, shard)`` after each iteration shard
         is checkpointed (progress hooks, tests).
+    null_backend : {"cpu", "gpu", "auto"}
+        Engine of the Monte Carlo nulls (``ALE(backend=...)``). The GPU runs
+        them in this process only, whole analyses one after another (``auto``
+        takes it when one can be used); with a Dask scheduler the workers use
+        their CPUs (asking for ``gpu`` there is an error). Results do not
+        depend on it (masses up to float rounding).
     """
     from alemap.distributed.dask_backend import DEFAULT_TIMEOUT_S, get_backend
 
     if shard not in SHARD_MODES:
         raise ParameterError(f"shard must be one of {SHARD_MODES}, got {shard!r}.")
+    if null_backend not in BACKENDS:
+        raise ParameterError(f"null_backend must be one of {BACKENDS}, got {null_backend!r}.")
+    if null_backend == "gpu" and (scheduler is not None or (backend is not None and backend.kind != "local")):
+        raise ParameterError("The GPU engine (--backend gpu) runs the Monte Carlo in this process; with a Dask "
+                             "scheduler the workers run it on their CPUs. Drop --scheduler, or use --backend cpu.")
+    if null_backend == "gpu" and shard == "iterations":
+        raise ParameterError("With the GPU engine (--backend gpu) whole analyses run one after another on the GPU; "
+                             "iteration shards spread CPU work over workers. Use --shard auto or analyses.")
+    if null_backend == "gpu":
+        resolve_backend("gpu")  # no CuPy or no device: say so before reading anything
     if limit is not None and int(limit) < 1:
         raise ParameterError(f"limit must be >= 1, got {limit!r}.")
     t_start = time.perf_counter()
@@ -479,8 +496,14 @@ def run_batch(batch: Batch, outdir: str | Path, *, scheduler: str | None = None,
     if own and jobs_todo:
         backend = get_backend(scheduler, jobs=jobs, timeout=DEFAULT_TIMEOUT_S if timeout is None else timeout)
     execution = backend.describe() if backend is not None else {"backend": "none (nothing to compute)"}
+    engine = "cpu"
+    if jobs_todo and backend.kind == "local" and null_backend != "cpu":
+        engine = resolve_backend(null_backend)
+    execution = dict(execution, null_backend=backend_label(engine))
     mode = shard
-    if mode == "auto":
+    if engine == "gpu":
+        mode = "analyses"  # one GPU: whole analyses, one after another
+    elif mode == "auto":
         mode = "iterations" if (jobs_todo and len(jobs_todo) < backend.n_workers
                                 and int(batch.params.get("iterations", 10000)) > 0) else "analyses"
     run.execution = dict(execution, shard=mode)
@@ -511,6 +534,7 @@ def run_batch(batch: Batch, outdir: str | Path, *, scheduler: str | None = None,
             for job in jobs_todo:
                 job["jobs"] = backend.jobs if backend.kind == "local" else 1
                 job["execution"] = execution
+                job["null_backend"] = engine
             results = backend.map_unordered(run_analysis_job, [(j,) for j in jobs_todo],
                                             [j["name"] for j in jobs_todo], parallel=False)
             for i, err, res in results:

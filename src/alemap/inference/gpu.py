@@ -27,7 +27,8 @@ one iteration):
    experiments' terms in experiment order, ``log1m`` is bit for bit the CPU
    engine's, so the supra-threshold voxels (``log1m < log_cut``) and therefore
    cluster sizes are identical, and the maximum ALE (``-expm1`` of the minimum,
-   taken on the host) too.
+   taken on the host with the C library's ``expm1``, which the CPU engine's
+   compiled code calls; NumPy's vectorised one can differ in the last bit) too.
 2. The in-mask minimum of each iteration gives its maximum ALE; supra-threshold
    in-mask voxels are labelled with a 4-D structuring element whose outer
    planes are empty, so clusters never join across iterations.
@@ -59,6 +60,7 @@ NumPy the blocks are small and fixed (:data:`NUMPY_BLOCK`, :data:`NUMPY_MAX_ENTR
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -243,13 +245,19 @@ def log1m_block(draws: np.ndarray, dp: DevicePlan, max_entries: int):
     return log1m
 
 
+def _ale_from_log1m(x: np.ndarray) -> np.ndarray:
+    """``-expm1(x)`` with the C library's ``expm1``, as the CPU engine's compiled code calls it:
+    NumPy's vectorised ``np.expm1`` can differ from it in the last bit (AVX-512 machines)."""
+    return np.array([-math.expm1(v) for v in x.tolist()], dtype=np.float64)
+
+
 def block_maxima(dp: DevicePlan, log1m, m: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(max ALE, max cluster size, max cluster mass) of each of the ``m`` iterations in ``log1m`` (host arrays)."""
     xp, plan = dp.xp, dp.plan
     n_grid = plan.n_grid
     grid = log1m[: m * n_grid].reshape(m, n_grid)
     inside = grid[:, dp.mask_flat]
-    ale = -np.expm1(to_host(inside.min(axis=1)))  # on the host: the same expm1 as the CPU engine
+    ale = _ale_from_log1m(to_host(inside.min(axis=1)))
     supra = xp.zeros((m, n_grid), dtype=bool)
     supra[:, dp.mask_flat] = inside < plan.log_cut
     del inside
