@@ -29,4 +29,7 @@ def test_stability_is_a_share_and_ranks_clusters(tmp_path):
     assert st.table["stability"].min() < st.table["stability"].max()
     again = cluster_stability(result, subsamples=12, iterations=200, seed=3, jobs=1)
     assert np.array_equal(again.map, st.map)
+    # the subset's null on the array engine (the GPU's code, run with NumPy): the same stability
+    few = [cluster_stability(result, subsamples=4, iterations=32, seed=3, jobs=1, backend=b) for b in ("cpu", "numpy")]
+    assert np.array_equal(few[0].map, few[1].map) and few[0].table.equals(few[1].table)
     assert st.params["target_n"] == min(int(np.floor(np.mean([seq.n_experiments, 17]))), seq.n_experiments - 2)

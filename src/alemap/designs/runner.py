@@ -178,19 +178,19 @@ def _run_ale(name, a, project, subset, folder, jobs, quiet, key, inputs, backend
     result = est.fit(subset, checkpoint=folder / CHECKPOINT)
     result.provenance.update(analysis=name, analysis_key=key, group=a["group"], inputs=inputs)
     if a.get("stability") and len(result.clusters):
-        _write_stability(result, a, folder, jobs)
+        _write_stability(result, a, folder, jobs, est.backend)
     result.save(folder)
     (folder / CHECKPOINT).unlink(missing_ok=True)
     return (f"{len(result.clusters)} significant cluster(s)",
             _downstream(result, grid, result.maps.get("z_cfwe"), result.maps.get("z_vfwe")))
 
 
-def _write_stability(result, a, folder, jobs):
+def _write_stability(result, a, folder, jobs, backend="auto"):
     from alemap.designs.stability import cluster_stability
 
     params = a["params"]
     st = cluster_stability(result, subsamples=a["stability"], iterations=min(1000, params.get("iterations", 1000)),
-                           seed=params.get("seed", 0), jobs=jobs)
+                           seed=params.get("seed", 0), jobs=jobs, backend=backend)
     write_text(folder / "stability.tsv", st.table.to_csv(sep="\t", index=False, float_format="%.4g"))
     write_nifti(folder / "stability.nii.gz", result.grid.to_image(st.map))
     result.provenance["stability"] = st.params

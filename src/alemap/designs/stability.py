@@ -51,8 +51,9 @@ def _subset_ale(result, idx, cubes):
 
 
 def cluster_stability(result, subsamples: int = 100, target_n: int | None = None, iterations: int = 1000,
-                      seed: int = 0, jobs: int = 1) -> Stability:
-    """Stability of ``result``'s significant clusters across subsets of its experiments."""
+                      seed: int = 0, jobs: int = 1, backend: str = "cpu") -> Stability:
+    """Stability of ``result``'s significant clusters across subsets of its experiments; ``backend``
+    (``"cpu"``, ``"gpu"``, ``"auto"``) runs the subset's Monte Carlo null (the same null on each)."""
     exps = result.experiments
     grid = result.grid
     n = exps.n_experiments
@@ -64,7 +65,7 @@ def cluster_stability(result, subsamples: int = 100, target_n: int | None = None
     cubes = kernel_cubes(exps.n_subjects, float(grid.voxel_size[0]))
     ma, offs, coe = _subset_ale(result, subsets[0], cubes)
     cut0 = analytic_null(ma).threshold(p_cf)
-    null = run_null(make_plan(grid.mask, offs, coe, cubes, cut0, conn), iterations, seed, jobs)
+    null = run_null(make_plan(grid.mask, offs, coe, cubes, cut0, conn), iterations, seed, jobs, backend=backend)
     k_cut = fwe_threshold(null.size, alpha)
     hits = np.zeros(grid.n_voxels)
     for idx in subsets:
