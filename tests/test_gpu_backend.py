@@ -156,7 +156,7 @@ def test_array_path_does_not_depend_on_which_repeated_index_wins():
     draws = batch_draws(2, 0, 6, plan.n_foci, plan.n_mask)
     dp = gpu.DevicePlan.build(plan, np, ndimage.label, windows=False)
     expected = gpu.log1m_block(draws, dp, gpu.NUMPY_MAX_ENTRIES)
-    for trial in range(3):
+    for _ in range(3):  # three shuffles
         log1m = np.zeros_like(expected).view(_AnyWinner)
         comb = np.zeros_like(expected).view(_AnyWinner)
         gpu._accumulate(dp, dp.mask_ijk[draws], log1m, comb, gpu.NUMPY_MAX_ENTRIES)

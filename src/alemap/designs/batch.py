@@ -438,14 +438,14 @@ def run_batch(batch: Batch, outdir: str | Path, *, scheduler: str | None = None,
         raise ParameterError(f"shard must be one of {SHARD_MODES}, got {shard!r}.")
     if null_backend not in BACKENDS:
         raise ParameterError(f"null_backend must be one of {BACKENDS}, got {null_backend!r}.")
-    if null_backend == "gpu" and (scheduler is not None or (backend is not None and backend.kind != "local")):
-        raise ParameterError("The GPU engine (--backend gpu) runs the Monte Carlo in this process; with a Dask "
-                             "scheduler the workers run it on their CPUs. Drop --scheduler, or use --backend cpu.")
-    if null_backend == "gpu" and shard == "iterations":
-        raise ParameterError("With the GPU engine (--backend gpu) whole analyses run one after another on the GPU; "
-                             "iteration shards spread CPU work over workers. Use --shard auto or analyses.")
-    if null_backend == "gpu":
-        resolve_backend("gpu")  # no CuPy or no device: say so before reading anything
+    if null_backend == "gpu":  # said before any work
+        if scheduler is not None or (backend is not None and backend.kind != "local"):
+            raise ParameterError("The GPU engine (--backend gpu) runs the Monte Carlo in this process; with a Dask "
+                                 "scheduler the workers run it on their CPUs. Drop --scheduler, or use --backend cpu.")
+        if shard == "iterations":
+            raise ParameterError("With the GPU engine (--backend gpu) whole analyses run one after another on the "
+                                 "GPU; iteration shards spread CPU work over workers. Use --shard auto or analyses.")
+        resolve_backend("gpu")  # no CuPy or no device: the backends' message
     if limit is not None and int(limit) < 1:
         raise ParameterError(f"limit must be >= 1, got {limit!r}.")
     t_start = time.perf_counter()
